@@ -1,0 +1,30 @@
+"""fsgld_optax: Flatness-Aware Stochastic Gradient Langevin Dynamics for JAX and Optax.
+
+fSGLD takes each stochastic gradient at randomly perturbed weights θ + ε, ε ~ N(0, σ² I),
+and then makes a Langevin step θ ← θ − λ g + sqrt(2λ/β) ξ, with σ = β^{-(1+η)/4}.
+See Bruno et al., *Flatness-Aware Stochastic Gradient Langevin Dynamics*, ICML 2026,
+https://arxiv.org/abs/2510.02174.
+"""
+
+from importlib import metadata as _metadata
+
+from fsgld_optax._fsgld import FSGLDState as FSGLDState
+from fsgld_optax._fsgld import coupled_sigma as coupled_sigma
+from fsgld_optax._fsgld import fsgld as fsgld
+from fsgld_optax._fsgld import sgld as sgld
+from fsgld_optax._perturb import find_fsgld_state as find_fsgld_state
+from fsgld_optax._perturb import perturbed_value_and_grad as perturbed_value_and_grad
+
+try:
+  __version__ = _metadata.version("fsgld-optax")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+  __version__ = "0.0.0"
+
+__all__ = [
+  "FSGLDState",
+  "coupled_sigma",
+  "find_fsgld_state",
+  "fsgld",
+  "perturbed_value_and_grad",
+  "sgld",
+]
