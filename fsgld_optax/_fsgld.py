@@ -48,12 +48,22 @@ class FSGLDState(NamedTuple):
   sigma: jax.Array
 
 
-def _is_concrete_number(value: Any) -> bool:
-  if isinstance(value, bool):
-    return False
-  if isinstance(value, Real):
-    return True
-  return isinstance(value, np.ndarray | jax.Array) and not isinstance(value, jax.core.Tracer)
+def _concrete_float(value: Any) -> float | None:
+  """``value`` as a Python float if it is a concrete real scalar, else ``None``.
+
+  Schedules and traced values (inside ``jit`` or ``inject_hyperparams``) give ``None``.
+  """
+  if callable(value) or value is None or isinstance(value, bool):
+    return None
+  try:
+    array = np.asarray(value)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
+  if array.dtype.kind not in "iuf":
+    return None
+  if array.shape != ():
+    raise ValueError(f"Expected a scalar hyperparameter, got an array of shape {array.shape}.")
+  return float(array)
 
 
 def check_scalar(
@@ -63,12 +73,9 @@ def check_scalar(
 
   Traced values and schedules cannot be checked here and pass through.
   """
-  if callable(value) or not _is_concrete_number(value):
+  x = _concrete_float(value)
+  if x is None:
     return
-  array = np.asarray(value)
-  if array.shape != ():
-    raise ValueError(f"{name} must be a scalar, got an array of shape {array.shape}.")
-  x = float(array)
   bound = f">= {lower}" if inclusive else f"> {lower}"
   if math.isnan(x) or (x < lower if inclusive else x <= lower):
     raise ValueError(f"{name} must be {bound}, got {x}.")
@@ -84,8 +91,8 @@ def _map_inexact(fn: Any, tree: Any, *rest: Any) -> Any:
 
 
 def _at(value: optax.ScalarOrSchedule, count: jax.Array) -> jax.Array:
-  value = value(count) if callable(value) else value
-  return jnp.asarray(value, dtype=jnp.result_type(float))
+  """The value of a scalar or schedule at step ``count``, in the default float dtype."""
+  return jnp.asarray(value(count) if callable(value) else value, dtype=jnp.result_type(float))
 
 
 def coupled_sigma(beta: Any, eta: Any) -> jax.Array:
@@ -201,8 +208,8 @@ def fsgld(
   check_scalar("weight_decay", weight_decay, lower=0.0, inclusive=True, allow_inf=False)
   _randomness.check_distribution("langevin_noise", langevin_noise, LangevinDistribution)
   rng_key = _randomness.canonical_key(key)
-  noiseless = _is_concrete_number(beta) and math.isinf(float(np.asarray(beta)))
-  no_decay = _is_concrete_number(weight_decay) and float(np.asarray(weight_decay)) == 0.0
+  noiseless = _concrete_float(beta) == math.inf
+  no_decay = _concrete_float(weight_decay) == 0.0
 
   def sigma_at(count: jax.Array) -> jax.Array:
     if sigma is None:
@@ -236,10 +243,10 @@ def fsgld(
       xi = _randomness.standard_noise_like(key, updates, langevin_noise)
       steps = _map_inexact(lambda s, x: s + noise_scale * x, steps, xi)
     new_updates = _map_inexact(lambda s, g: s.astype(g.dtype), steps, updates)
-    count = optax.safe_increment(state.count)
+    count = jnp.asarray(optax.safe_increment(state.count))
     return new_updates, FSGLDState(count=count, rng_key=state.rng_key, sigma=sigma_at(count))
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
 
 
 def sgld(

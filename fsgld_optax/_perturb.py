@@ -206,7 +206,8 @@ def perturbed_value_and_grad(
       noise = jax.vmap(draw, in_axes=(0, None))(keys, params)
       if antithetic:
         noise = jax.tree.map(lambda e: jnp.concatenate([e, -e]), noise)
-      args_list, args_axes = list(args), [None] * len(args)
+      args_list: list[Any] = list(args)
+      args_axes: list[int | None] = [None] * len(args)
       if split_batch:
         for i in _batch_argnums(batch_argnums, len(args)):
           args_list[i] = jax.tree.map(lambda x, i=i: _split_leading(x, n, i), args[i])
