@@ -20,7 +20,6 @@ Randomness contract (every line is tested in ``tests/``):
 from __future__ import annotations
 
 import math
-from numbers import Real
 from typing import Any, NamedTuple
 
 import jax
