@@ -99,7 +99,7 @@ def _packed_bits(key: jax.Array, shape: tuple[int, ...], width: int) -> jax.Arra
   word_shape = (*shape[:axis], shape[axis] // per_word, *shape[axis + 1 :])
   words = jnp.expand_dims(jax.random.bits(key, word_shape, jnp.uint32), axis + 1)
   shifts = jnp.arange(per_word, dtype=jnp.uint32) * jnp.uint32(width)
-  shifts = shifts.reshape((per_word,) + (1,) * (len(shape) - axis - 1))
+  shifts = shifts.reshape((1,) * (axis + 1) + (per_word,) + (1,) * (len(shape) - axis - 1))
   return ((words >> shifts) & mask).reshape(shape)
 
 
