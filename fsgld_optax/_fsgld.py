@@ -94,6 +94,39 @@ def _at(value: optax.ScalarOrSchedule, count: jax.Array) -> jax.Array:
   return jnp.asarray(value(count) if callable(value) else value, dtype=jnp.result_type(float))
 
 
+def _check_schedule(
+  name: str, schedule: Any, value: jax.Array, *, lower: float, inclusive: bool, allow_inf: bool
+) -> None:
+  """Checks a schedule's value at the current step where it is concrete (outside ``jit``)."""
+  if callable(schedule):
+    check_scalar(
+      f"{name} (schedule value)", value, lower=lower, inclusive=inclusive, allow_inf=allow_inf
+    )
+
+
+def _zero_non_inexact(updates: Any, params: Any) -> Any:
+  """Zero updates for the leaves that fSGLD never moves.
+
+  With ``params``, a leaf moves iff both its parameter and its update are floating; the
+  others (integer or boolean parameters, whose gradients are ``float0`` under
+  ``jax.grad(..., allow_int=True)``) get zeros of the parameter's dtype. Without ``params``,
+  integer, boolean and ``float0`` updates become zeros (``bool`` zeros for ``float0``,
+  which add nothing to any dtype).
+  """
+
+  def zero(u: Any, p: Any = None) -> Any:
+    if p is not None:
+      return u if _randomness.is_inexact(u) and _randomness.is_inexact(p) else jnp.zeros_like(p)
+    if _randomness.is_inexact(u):
+      return u
+    dtype = jnp.result_type(u)
+    return jnp.zeros(np.shape(u), bool if dtype == jax.dtypes.float0 else dtype)
+
+  if params is None:
+    return jax.tree.map(zero, updates)
+  return jax.tree.map(zero, updates, params)
+
+
 def coupled_sigma(beta: Any, eta: Any) -> jax.Array:
   r"""The perturbation scale coupled to the inverse temperature.
 
@@ -213,7 +246,9 @@ def fsgld(
   def sigma_at(count: jax.Array) -> jax.Array:
     if sigma is None:
       return coupled_sigma(_at(beta, count), eta)
-    return _at(sigma, count)
+    sigma_k = _at(sigma, count)
+    _check_schedule("sigma", sigma, sigma_k, lower=0.0, inclusive=True, allow_inf=False)
+    return sigma_k
 
   def init_fn(params: optax.Params) -> FSGLDState:
     del params
@@ -231,13 +266,22 @@ def fsgld(
       raise ValueError(
         "fsgld with weight_decay != 0 needs the parameters: call update(grads, opt_state, params)."
       )
+    if params is not None and jax.tree.structure(updates) != jax.tree.structure(params):
+      raise ValueError(
+        "fsgld update got updates and params with different tree structures:\n"
+        f"  updates: {jax.tree.structure(updates)}\n  params:  {jax.tree.structure(params)}"
+      )
+    updates = _zero_non_inexact(updates, params)
     lr = _at(learning_rate, state.count)
+    _check_schedule("learning_rate", learning_rate, lr, lower=0.0, inclusive=True, allow_inf=False)
     if no_decay:
       steps = _map_inexact(lambda g: -lr * g, updates)
     else:
       steps = _map_inexact(lambda g, p: -lr * (g + weight_decay * p), updates, params)
     if not noiseless:
-      noise_scale = jnp.sqrt(2.0 * lr / _at(beta, state.count))
+      beta_k = _at(beta, state.count)
+      _check_schedule("beta", beta, beta_k, lower=0.0, inclusive=False, allow_inf=True)
+      noise_scale = jnp.sqrt(2.0 * lr / beta_k)
       key = _randomness.langevin_key(state.rng_key, state.count)
       xi = _randomness.standard_noise_like(key, updates, langevin_noise)
       steps = _map_inexact(lambda s, x: s + noise_scale * x, steps, xi)

@@ -117,7 +117,9 @@ def perturbed_value_and_grad(
 
   Args:
     fun: the loss, ``fun(params, *args, **kwargs) -> value`` (or ``(value, aux)`` with
-      ``has_aux``); ``value`` is a scalar.
+      ``has_aux``); ``value`` is a scalar. Integer and boolean leaves of ``params`` are
+      passed through unperturbed and get ``float0`` gradients (as with
+      ``jax.grad(..., allow_int=True)``), which ``fsgld``'s ``update`` turns into zero updates.
     n_perturbations: the number n ≥ 1 of perturbations averaged per step (the paper's runs
       use 1).
     has_aux: whether ``fun`` returns ``(value, aux)``. Floating leaves of ``aux`` are
@@ -181,7 +183,8 @@ def perturbed_value_and_grad(
     raise ValueError("per_device_perturbations=True needs axis_name.")
   _randomness.check_distribution("perturbation", perturbation, PerturbationDistribution)
   n = n_perturbations
-  value_and_grad = jax.value_and_grad(fun, has_aux=has_aux)
+  # Integer and boolean leaves of params are skipped: never perturbed, float0 gradients.
+  value_and_grad = jax.value_and_grad(fun, has_aux=has_aux, allow_int=True)
 
   def draw(key: jax.Array, params: Any) -> Any:
     return _randomness.standard_noise_like(key, params, perturbation)
@@ -216,7 +219,10 @@ def perturbed_value_and_grad(
       out = _mean_over_perturbations(batched)
     if axis_name is not None:
       (value, aux), grads = out if has_aux else ((out[0], None), out[1])
-      value, grads = jax.lax.pmean((value, grads), axis_name)
+      value = jax.lax.pmean(value, axis_name)
+      grads = jax.tree.map(
+        lambda g: jax.lax.pmean(g, axis_name) if _randomness.is_inexact(g) else g, grads
+      )
       out = ((value, aux), grads) if has_aux else (value, grads)
     return out
 
