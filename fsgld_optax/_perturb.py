@@ -80,6 +80,27 @@ def _split_leading(x: Any, n: int, argnum: int) -> jax.Array:
   return x.reshape((n, x.shape[0] // n, *x.shape[1:]))
 
 
+def _as_varying(tree: Any, axis_name: str | tuple[str, ...]) -> Any:
+  """Marks the floating leaves of ``tree`` as varying over ``axis_name``.
+
+  Under ``jax.shard_map`` (with its default ``check_vma=True``) the gradient of a loss that
+  varies over the axis with respect to a replicated (invariant) input is already summed over
+  the axis; differentiating at varying parameters keeps it per device, so the ``pmean`` that
+  follows averages it. Leaves that already vary, and everything under ``pmap`` or
+  ``check_vma=False``, are left as they are.
+  """
+  axes = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+
+  def cast(x: jax.Array) -> jax.Array:
+    aval = jax.typeof(x)
+    mat = getattr(aval, "mat", None)
+    varying = getattr(mat, "varying", None) if mat is not None else getattr(aval, "vma", None)
+    missing = tuple(a for a in axes if a not in (varying or ()))
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+  return jax.tree.map(lambda x: cast(x) if _randomness.is_inexact(x) else x, tree)
+
+
 def _mean_over_perturbations(tree: Any) -> Any:
   """Averages floating leaves over the leading axis; other leaves keep the first entry."""
   return jax.tree.map(
@@ -191,6 +212,8 @@ def perturbed_value_and_grad(
 
   def wrapped(params: Any, opt_state: optax.OptState, *args: Any, **kwargs: Any) -> Any:
     state = find_fsgld_state(opt_state)
+    if axis_name is not None:
+      params = _as_varying(params, axis_name)
     key = _randomness.perturbation_key(state.rng_key, state.count)
     if per_device_perturbations:
       key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
