@@ -294,9 +294,9 @@ def split_validation(
 ) -> Dataset:
   """Carves a validation set out of the training set.
 
-  The split is stratified by the (possibly noisy) training labels, holding out
-  ``round(fraction * n_c)`` examples of each class ``c``; the order of the remaining
-  examples is kept.
+  ``round(fraction * N)`` training examples, chosen uniformly at random without looking at
+  the labels (so a clean and a noisy version of a dataset split the same way for the same
+  seed), form the validation set; both parts keep the original order.
 
   Args:
       dataset: A dataset without a validation split.
@@ -315,7 +315,9 @@ def split_validation(
     raise ValueError("The dataset already has a validation split.")
   if fraction == 0.0:
     return dataset
-  keep, val = _stratified_split(dataset.y_train, fraction, np.random.default_rng(seed))
+  n = len(dataset.y_train)
+  val = np.sort(np.random.default_rng(seed).permutation(n)[: round(fraction * n)])
+  keep = np.setdiff1d(np.arange(n), val)
   return dataclasses.replace(
     dataset,
     x_train=dataset.x_train[keep],
@@ -444,11 +446,11 @@ def _mnist1d_arrays(
   # Only the procedural generator is used: `mnist1d.data.make_dataset` builds the data from
   # templates with NumPy/SciPy and does no I/O (`get_dataset` would fetch a URL).
   from mnist1d.data import get_dataset_args, make_dataset
+  from mnist1d.utils import ObjectView
 
-  args = get_dataset_args()
-  args.num_samples = num_samples
-  args.seed = data_seed
-  spec = {k: v for k, v in vars(args).items() if k != "url"}
+  arg_dict = dict(vars(get_dataset_args()), num_samples=num_samples, seed=data_seed)
+  args = ObjectView(arg_dict)
+  spec = {k: v for k, v in arg_dict.items() if k != "url"}
   spec["mnist1d_version"] = importlib.metadata.version("mnist1d")
   digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
   path = Path(cache_dir or default_cache_dir()) / f"mnist1d_{digest}.npz"
@@ -558,9 +560,9 @@ def load_digits(
   from sklearn.datasets import load_digits as sklearn_load_digits
 
   _check_fraction("test_fraction", test_fraction)
-  bunch = sklearn_load_digits()
-  x = (np.asarray(bunch.data, np.float32) / 16.0).astype(np.float32)
-  y = np.asarray(bunch.target, np.int32)
+  images, targets = sklearn_load_digits(return_X_y=True)
+  x = (np.asarray(images, np.float32) / 16.0).astype(np.float32)
+  y = np.asarray(targets, np.int32)
   if as_images:
     x = x.reshape(-1, 8, 8, 1)
   train, test = _stratified_split(y, test_fraction, np.random.default_rng([seed, _STREAM_SPLIT]))

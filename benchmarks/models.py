@@ -426,7 +426,7 @@ class CNN1DNNX(nnx.Module):
 # --------------------------------------------------------------------------------------
 
 
-def _nnx(cls: type[nnx.Module]) -> Callable[..., nnx.Module]:
+def _nnx(cls: type[MLPNNX] | type[CNN1DNNX]) -> Callable[..., nnx.Module]:
   def build(num_classes: int, *, rngs: nnx.Rngs | int | None = None, **kwargs: Any):
     if rngs is None:
       raise ValueError(
