@@ -14,10 +14,11 @@ always clean.
 
 Randomness contract: every random choice is made by a NumPy ``Generator`` (or, for
 :func:`augment`, a JAX key) derived from an explicit seed, so equal arguments give equal
-results on every platform, and the global NumPy / ``random`` states are never read nor
-changed (the MNIST-1D generator's use of them is sandboxed). Loaders derive independent
+results, and the global NumPy and ``random`` states are left as they were (the MNIST-1D
+generator seeds and uses them; its state changes are undone). Loaders derive independent
 streams from one ``seed`` for the train/test split, the label noise and the validation
-split, so changing e.g. ``val_fraction`` leaves the noisy labels unchanged.
+split, so changing ``val_fraction`` leaves the noisy labels unchanged, and the validation
+split does not look at the labels, so clean and noisy versions split identically.
 """
 
 from __future__ import annotations
@@ -477,14 +478,16 @@ def _mnist1d_arrays(
     "y_test": np.asarray(raw["y_test"], np.int32),
   }
   if use_cache:
-    try:
+    tmp = None
+    try:  # Write to a temporary file, then rename: readers never see a partial file.
       path.parent.mkdir(parents=True, exist_ok=True)
       with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
         tmp = Path(f.name)
         np.savez(f, **arrays)
       os.replace(tmp, path)
-    except OSError:
-      pass  # The cache is an optimisation only.
+    except OSError:  # The cache is an optimisation only.
+      if tmp is not None:
+        tmp.unlink(missing_ok=True)
   return arrays
 
 
@@ -500,7 +503,7 @@ def load_mnist1d(
 ) -> Dataset:
   """MNIST-1D (Greydanus, 2020), generated locally, optionally with label noise.
 
-  With the defaults this is the standard MNIST-1D: 4,000 training and 1,000 test signals
+  With the defaults this is the standard MNIST-1D setup: 4,000 training and 1,000 test signals
   of length 40, 10 classes, inputs shaped ``(N, 40, 1)`` for a 1-D CNN. The generator
   (``mnist1d.data.make_dataset`` with ``get_dataset_args()``) takes about two seconds for
   5,000 samples; its output is cached in ``cache_dir`` (default :func:`default_cache_dir`)
@@ -513,7 +516,7 @@ def load_mnist1d(
       seed: Seed for the label noise and the validation split.
       val_fraction: Fraction of the training set held out for validation.
       num_samples: Total number of signals; 80% are used for training.
-      data_seed: The generator's seed (42 gives the standard dataset).
+      data_seed: The generator's seed (42 is the ``mnist1d`` default).
       cache_dir: Cache directory.
       use_cache: Read and write the cache.
 
@@ -583,7 +586,8 @@ def load_digits(
 # CIFAR-10N / CIFAR-100N
 # --------------------------------------------------------------------------------------
 
-# Normalisation constants of the paper's official code (torchvision `Normalize`).
+# Normalisation constants of the paper's official code (torchvision `Normalize`). These are
+# the widely used values; CIFAR-10's per-channel pixel std is closer to (0.247, 0.243, 0.261).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
