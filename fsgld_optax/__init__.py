@@ -4,16 +4,23 @@ fSGLD takes each stochastic gradient at randomly perturbed weights θ + ε, ε ~
 and then makes a Langevin step θ ← θ − λ g + sqrt(2λ/β) ξ, with σ = β^{-(1+η)/4}.
 See Bruno et al., *Flatness-Aware Stochastic Gradient Langevin Dynamics*, ICML 2026,
 https://arxiv.org/abs/2510.02174.
+
+Submodules: :mod:`fsgld_optax.diagnostics` (Hessian trace, eigenvalues, spectral density,
+loss-landscape slices) and :mod:`fsgld_optax.flax` (Flax NNX and Linen training steps; needs
+``flax``).
 """
 
 from importlib import metadata as _metadata
 
+from fsgld_optax import diagnostics as diagnostics
 from fsgld_optax._fsgld import FSGLDState as FSGLDState
 from fsgld_optax._fsgld import coupled_sigma as coupled_sigma
 from fsgld_optax._fsgld import fsgld as fsgld
 from fsgld_optax._fsgld import sgld as sgld
 from fsgld_optax._perturb import find_fsgld_state as find_fsgld_state
 from fsgld_optax._perturb import perturbed_value_and_grad as perturbed_value_and_grad
+from fsgld_optax._sampling import cyclical_cosine_schedule as cyclical_cosine_schedule
+from fsgld_optax._sampling import sample as sample
 
 try:
   __version__ = _metadata.version("fsgld-optax")
@@ -23,8 +30,11 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 __all__ = [
   "FSGLDState",
   "coupled_sigma",
+  "cyclical_cosine_schedule",
+  "diagnostics",
   "find_fsgld_state",
   "fsgld",
   "perturbed_value_and_grad",
+  "sample",
   "sgld",
 ]
