@@ -28,6 +28,7 @@ word, so a leaf sharded along any axis keeps its shards local; a leaf with no su
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal, get_args
 
@@ -88,23 +89,120 @@ def is_inexact(leaf: Any) -> bool:
   return jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
 
 
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _threefry2x32(
+  k1: jax.Array, k2: jax.Array, x1: jax.Array, x2: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+  """The Threefry-2x32 hash (20 rounds) of the counter pair ``(x1, x2)`` under key ``(k1, k2)``.
+
+  Written out round by round in elementwise ``uint32`` operations, so XLA fuses it, the
+  counters (an iota) and whatever consumes the bits into one loop, with no intermediate array.
+  """
+  ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
+  x1 = x1 + ks[0]
+  x2 = x2 + ks[1]
+  for i in range(5):
+    for r in _THREEFRY_ROTATIONS[i % 2]:
+      x1 = x1 + x2
+      x2 = ((x2 << np.uint32(r)) | (x2 >> np.uint32(32 - r))) ^ x1
+    x1 = x1 + ks[(i + 1) % 3]
+    x2 = x2 + ks[(i + 2) % 3] + np.uint32(i + 1)
+  return x1, x2
+
+
+def _fusable_bits(key: jax.Array, shape: tuple[int, ...]) -> bool:
+  """Whether :func:`random_bits` can compute ``jax.random.bits`` inline for this key and shape."""
+  return (
+    jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    and str(jax.random.key_impl(key)) == "threefry2x32"
+    and bool(getattr(jax.config, "jax_threefry_partitionable", False))
+    and math.prod(shape) < 2**32
+  )
+
+
+def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """``jax.random.bits(key, shape, jnp.uint32)``, bit for bit, in a form XLA fuses.
+
+  With the default ``threefry2x32`` keys and ``jax_threefry_partitionable``, element ``i`` (in
+  row-major order) is the XOR of the two output words of Threefry-2x32 at the counter pair
+  ``(0, i)``. ``jax.random.bits`` lowers the hash on CPU as a loop that writes its two
+  full-size state arrays on every pass (four buffers of the draw's size, about 10 ns per
+  element); written inline, the hash fuses with its consumer (the perturbed weights, the
+  update), so a draw costs a few nanoseconds per element and no memory. Other key
+  implementations and non-partitionable threefry fall back to ``jax.random.bits``.
+  """
+  if not _fusable_bits(key, shape):
+    return jax.random.bits(key, shape, jnp.uint32)
+  data = jax.random.key_data(key)
+  index = jnp.zeros(shape, jnp.uint32)
+  stride = 1
+  for axis in reversed(range(len(shape))):
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride)
+    stride *= shape[axis]
+  hi, lo = _threefry2x32(data[..., 0], data[..., 1], jnp.zeros(shape, jnp.uint32), index)
+  return hi ^ lo
+
+
+def _materialize(words: jax.Array) -> jax.Array:
+  """``words``, computed into a buffer of their own rather than fused into each consumer.
+
+  XLA fuses an elementwise producer into its consumer, so a packed word read by 32 (or 4)
+  elements would be hashed 32 (or 4) times. A reduction is never fused into its consumer,
+  so the words go through one: an OR with zero along a new axis of length 2 (the same bits).
+  """
+  stacked = jnp.stack([words, jnp.zeros_like(words)], axis=-1)
+  return jax.lax.reduce(stacked, np.uint32(0), jax.lax.bitwise_or, (words.ndim,))
+
+
 def _packed_bits(key: jax.Array, shape: tuple[int, ...], width: int) -> jax.Array:
-  """``uint32`` array of ``shape`` whose low ``width`` bits are uniform random bits."""
+  """``uint32`` array of ``shape`` whose low ``width`` bits are uniform random bits.
+
+  The words are ``random_bits(key, word_shape)``; along the last axis whose length is a
+  multiple of ``per_word = 32 // width``, element ``j`` takes bits ``[w (j % per_word),
+  w (j % per_word) + w)`` of word ``j // per_word``, all other indices unchanged. Without such
+  an axis each element takes the low bits of its own word.
+  """
   per_word = 32 // width
   mask = jnp.uint32((1 << width) - 1)
   axes = [a for a, d in enumerate(shape) if d > 0 and d % per_word == 0]
   if not axes:
-    return jax.random.bits(key, shape, jnp.uint32) & mask
+    return random_bits(key, shape) & mask
   axis = axes[-1]
   word_shape = (*shape[:axis], shape[axis] // per_word, *shape[axis + 1 :])
-  words = jnp.expand_dims(jax.random.bits(key, word_shape, jnp.uint32), axis + 1)
+  words = jnp.expand_dims(_materialize(random_bits(key, word_shape)), axis + 1)
   shifts = jnp.arange(per_word, dtype=jnp.uint32) * jnp.uint32(width)
   shifts = shifts.reshape((1,) * (axis + 1) + (per_word,) + (1,) * (len(shape) - axis - 1))
   return ((words >> shifts) & mask).reshape(shape)
 
 
+def _normal_from_bits(bits: jax.Array, dtype: Any) -> jax.Array:
+  r"""``jax.random.normal``'s transform of 32-bit words into standard normals of ``dtype``.
+
+  A uniform on ``(-1, 1)`` from the top mantissa bits (the low 8 or 16 bits of each word for
+  16-bit floats), then :math:`\sqrt 2 \operatorname{erf}^{-1}(u)`.
+  """
+  finfo = jnp.finfo(dtype)
+  nbits, nmant = finfo.bits, finfo.nmant
+  uint = jnp.uint32 if nbits == 32 else jnp.uint16
+  rng_bits = 8 if nmant < 8 else nbits
+  if rng_bits != 32:
+    bits = bits.astype(jnp.uint8 if rng_bits == 8 else jnp.uint16).astype(uint)
+  one = jnp.asarray(np.array(1.0, dtype).view(uint), uint)
+  float_bits = (bits >> jnp.asarray(rng_bits - nmant, uint)) | one
+  floats = jax.lax.bitcast_convert_type(float_bits, dtype) - jnp.asarray(1.0, dtype)
+  lo = jnp.asarray(np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype), dtype=dtype), dtype)
+  hi = jnp.asarray(1.0, dtype)
+  uniform = jnp.maximum(lo, floats * (hi - lo) + lo)
+  return jnp.asarray(np.sqrt(2), dtype) * jax.lax.erf_inv(uniform)
+
+
 def _gaussian(key: jax.Array, leaf: jax.Array) -> jax.Array:
-  return jax.random.normal(key, leaf.shape, leaf.dtype)
+  dtype = jnp.result_type(leaf)
+  if dtype not in (jnp.float32, jnp.bfloat16, jnp.float16) or not _fusable_bits(key, leaf.shape):
+    return jax.random.normal(key, leaf.shape, dtype)
+  return _normal_from_bits(random_bits(key, leaf.shape), dtype)
 
 
 def _rademacher(key: jax.Array, leaf: jax.Array) -> jax.Array:
