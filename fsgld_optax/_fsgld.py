@@ -47,7 +47,7 @@ class FSGLDState(NamedTuple):
   sigma: jax.Array
 
 
-def _concrete_float(value: Any) -> float | None:
+def _concrete_float(value: Any, name: str = "hyperparameter") -> float | None:
   """``value`` as a Python float if it is a concrete real scalar, else ``None``.
 
   Schedules and traced values (inside ``jit`` or ``inject_hyperparams``) give ``None``.
@@ -61,7 +61,7 @@ def _concrete_float(value: Any) -> float | None:
   if array.dtype.kind not in "iuf":
     return None
   if array.shape != ():
-    raise ValueError(f"Expected a scalar hyperparameter, got an array of shape {array.shape}.")
+    raise ValueError(f"{name} must be a scalar, got an array of shape {array.shape}.")
   return float(array)
 
 
@@ -72,7 +72,7 @@ def check_scalar(
 
   Traced values and schedules cannot be checked here and pass through.
   """
-  x = _concrete_float(value)
+  x = _concrete_float(value, name)
   if x is None:
     return
   bound = f">= {lower}" if inclusive else f"> {lower}"

@@ -231,7 +231,9 @@ def perturbed_value_and_grad(
       keys = jax.random.split(key, n // 2 if antithetic else n)
       noise = jax.vmap(draw, in_axes=(0, None))(keys, params)
       if antithetic:
-        noise = jax.tree.map(lambda e: jnp.concatenate([e, -e]), noise)
+        noise = jax.tree.map(
+          lambda e: jnp.concatenate([e, -e if _randomness.is_inexact(e) else e]), noise
+        )
       args_list: list[Any] = list(args)
       args_axes: list[int | None] = [None] * len(args)
       if split_batch:
