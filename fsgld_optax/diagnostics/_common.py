@@ -30,7 +30,8 @@ PyTree: TypeAlias = Any
 """A pytree of arrays, e.g. model parameters or a batch of data."""
 
 KeyLike: TypeAlias = jax.Array | int
-"""A typed key from :func:`jax.random.key`, a raw ``uint32[2]`` key, or an integer seed."""
+"""A typed key from :func:`jax.random.key`, a raw ``uint32[2]`` key, or an integer seed
+(a Python int or an integer scalar array, e.g. a traced seed under :func:`jax.jit`)."""
 
 LossFn: TypeAlias = Callable[..., jax.Array]
 """``loss_fn(params) -> scalar``, or ``loss_fn(params, batch) -> scalar`` with ``batches``."""
@@ -50,6 +51,8 @@ def canonical_key(key: KeyLike) -> jax.Array:
     return key
   if key.dtype == jnp.uint32 and key.shape == (2,):
     return jax.random.wrap_key_data(key)
+  if jnp.issubdtype(key.dtype, jnp.integer) and key.shape == ():
+    return jax.random.key(key)
   raise TypeError(
     "key must be an int seed, a typed jax.random.key or a raw uint32[2] key; got an array of "
     f"dtype {key.dtype} and shape {key.shape}."
