@@ -19,6 +19,8 @@ from fsgld_optax.diagnostics._hessian import SpectralDensity
 if TYPE_CHECKING:
   from matplotlib.axes import Axes
 
+_CENTRE_GID = "fsgld_optax.diagnostics.slice_centre"
+
 
 def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
   if ax is not None:
@@ -125,7 +127,8 @@ def plot_slice_1d(
   ax.plot(np.asarray(alphas), np.asarray(losses), label=label)
   if log_scale:
     ax.set_yscale("log")
-  ax.axvline(0.0, color="0.7", linewidth=0.8, zorder=0)
+  if not any(line.get_gid() == _CENTRE_GID for line in ax.lines):  # once per Axes
+    ax.axvline(0.0, color="0.7", linewidth=0.8, zorder=0, gid=_CENTRE_GID)
   ax.set_xlabel("α")
   ax.set_ylabel("loss")
   if label is not None:
@@ -165,7 +168,6 @@ def plot_slice_2d(
     >>> ax.get_xlabel(), ax.get_ylabel()
     ('α', 'β')
   """
-  ax = _axes(ax, (5.0, 4.5))
   alphas_np = np.asarray(alphas)
   betas_np = np.asarray(betas)
   losses_np = np.asarray(losses)
@@ -174,6 +176,7 @@ def plot_slice_2d(
       f"losses must have shape (len(alphas), len(betas)) = "
       f"{(alphas_np.size, betas_np.size)}, got {losses_np.shape}."
     )
+  ax = _axes(ax, (5.0, 4.5))
   levels_arg = levels if isinstance(levels, int) else np.asarray(levels)
   if filled:
     contours = ax.contourf(alphas_np, betas_np, losses_np.T, levels=levels_arg)
