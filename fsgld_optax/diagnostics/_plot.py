@@ -63,9 +63,8 @@ def plot_spectrum(
     >>> from fsgld_optax import diagnostics
     >>> loss_fn = lambda p: 0.5 * jnp.sum(jnp.arange(1.0, 21.0) * p**2)
     >>> spectrum = diagnostics.spectral_density(loss_fn, jnp.zeros(20), 0, lanczos_order=8)
-    >>> top = diagnostics.top_eigenvalues(loss_fn, jnp.zeros(20), 0, k=3, num_iterations=20)
     >>> ax = Figure().add_subplot()
-    >>> ax = diagnostics.plot_spectrum(spectrum, eigenvalues=top.eigenvalues, ax=ax)
+    >>> ax = diagnostics.plot_spectrum(spectrum, eigenvalues=[20.0, 19.0, 18.0], ax=ax)
     >>> ax.get_xlabel(), len(ax.lines)
     ('eigenvalue', 4)
   """
