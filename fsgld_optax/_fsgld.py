@@ -262,7 +262,7 @@ def fsgld(
     **extra_args: Any,
   ) -> tuple[optax.Updates, FSGLDState]:
     del extra_args
-    if not no_decay and params is None:
+    if not no_decay and params is None and jax.tree.leaves(updates):
       raise ValueError(
         "fsgld with weight_decay != 0 needs the parameters: call update(grads, opt_state, params)."
       )

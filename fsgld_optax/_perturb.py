@@ -240,7 +240,7 @@ def perturbed_value_and_grad(
         for i in _batch_argnums(batch_argnums, len(args)):
           args_list[i] = jax.tree.map(lambda x, i=i: _split_leading(x, n, i), args[i])
           args_axes[i] = 0
-      batched = jax.vmap(value_and_grad_at, in_axes=(0, *args_axes))(noise, *args_list)
+      batched = jax.vmap(value_and_grad_at, in_axes=(0, *args_axes), axis_size=n)(noise, *args_list)
       out = _mean_over_perturbations(batched)
     if axis_name is not None:
       (value, aux), grads = out if has_aux else ((out[0], None), out[1])
