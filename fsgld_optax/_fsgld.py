@@ -40,6 +40,10 @@ class FSGLDState(NamedTuple):
       draws from ``(rng_key, k)``.
     sigma: ``float[]``, the perturbation scale σ_k of the next step, read by
       :func:`perturbed_value_and_grad`.
+
+  All fields are arrays, the key a typed key, so ``orbax.checkpoint``'s ``StandardSave``
+  and ``StandardRestore`` save and restore the state as it is; a run continued from a
+  checkpoint equals the uninterrupted run bitwise.
   """
 
   count: jax.Array
@@ -191,6 +195,23 @@ def fsgld(
 
   Special cases: ``sigma=0`` is SGLD (:func:`sgld`); ``beta=inf`` switches the Langevin noise
   off (with ``sigma > 0``: random weight perturbation, RWP, with plain SGD); both give SGD.
+
+  Reliability:
+
+  - Integer and boolean parameter leaves are never moved: they get a zero update and no
+    noise (and :func:`perturbed_value_and_grad` never perturbs them).
+  - Hyperparameters are checked when ``fsgld`` is called. A schedule's value is checked
+    at every step where it is concrete, i.e. outside ``jit`` (run one step of a jitted loop
+    under ``jax.disable_jit()`` to check it). Under ``jit`` a negative λ or a β ≤ 0 makes
+    the noise scale, and so the update, non-finite, which ``optax.apply_if_finite`` skips
+    and ``jax_debug_nans`` reports; a negative σ acts as ``|σ|`` (ε is symmetric).
+  - Under ``optax.apply_if_finite`` a skipped step leaves this state, count included,
+    unchanged, so it consumes no randomness: the next good step draws what step ``k`` of
+    a run without the bad batch would.
+  - The update is applied in each parameter's own dtype. In ``bfloat16`` a Langevin step
+    of size :math:`\sqrt{2\lambda/\beta} \approx 10^{-5}` is rounded away on weights of
+    size ~1; keep float32 master weights and compute in ``bfloat16`` inside the loss
+    (``with_compute_dtype``; ``lost_update_fraction`` measures what rounding loses).
 
   Args:
     learning_rate: step size λ, a scalar or a schedule ``count -> λ_k``; must be ≥ 0.
