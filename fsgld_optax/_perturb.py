@@ -18,7 +18,7 @@ def find_fsgld_state(opt_state: optax.OptState) -> FSGLDState:
   """Returns the one :class:`FSGLDState` inside an optimizer state, however nested.
 
   Looks through ``optax.chain``, ``optax.inject_hyperparams``, ``optax.MultiSteps``,
-  ``optax.masked`` and any other pytree of states.
+  ``optax.masked``, ``optax.apply_if_finite`` and any other pytree of states.
 
   Args:
     opt_state: an optimizer state built by a transformation that contains :func:`fsgld`.
