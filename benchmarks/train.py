@@ -67,7 +67,15 @@ import fsgld_optax.flax
 from benchmarks import data, models
 from benchmarks.optimizers import OPTIMIZERS, Optimizer, make_optimizer
 
-__all__ = ["TrainConfig", "build_parser", "config_from_args", "main", "train"]
+__all__ = [
+  "TrainConfig",
+  "build",
+  "build_parser",
+  "config_from_args",
+  "main",
+  "predictions",
+  "train",
+]
 
 DATASETS = ("mnist1d", "digits", "cifar10n", "cifar100n")
 _DEFAULT_MODELS = {
@@ -298,26 +306,24 @@ def make_predict(apply_fn: Callable[..., Any], has_batch_stats: bool) -> Callabl
   return jax.jit(predict)
 
 
-def accuracy(
+def predictions(
   predict: Callable[..., Any],
   state: fsgld_optax.flax.TrainState,
   x: np.ndarray,
-  y: np.ndarray,
   batch_size: int = 1000,
-) -> float:
-  """Fraction of ``x`` that ``predict`` labels as ``y``.
+) -> np.ndarray:
+  """The labels that ``predict`` assigns to ``x``, in batches.
 
   The last batch is padded to ``batch_size``, so ``predict`` compiles once per input shape.
   """
-  correct = 0
+  labels = []
   for start in range(0, len(x), batch_size):
     xb = x[start : start + batch_size]
     size = len(xb)
     if size < batch_size:
       xb = np.concatenate([xb, np.zeros((batch_size - size, *xb.shape[1:]), xb.dtype)])
-    labels = np.asarray(predict(state.params, state.batch_stats, xb))[:size]
-    correct += int(np.sum(labels == y[start : start + size]))
-  return correct / len(x)
+    labels.append(np.asarray(predict(state.params, state.batch_stats, xb))[:size])
+  return np.concatenate(labels) if labels else np.zeros(0, np.int32)
 
 
 # --------------------------------------------------------------------------------------
@@ -451,6 +457,46 @@ def _functions(spec: _Spec) -> _Functions:
   )
 
 
+def _spec(config: TrainConfig, ds: data.Dataset) -> _Spec:
+  return _Spec(
+    model=config.model or _DEFAULT_MODELS[config.dataset],
+    width=config.width,
+    num_classes=ds.num_classes,
+    input_shape=tuple(ds.x_train.shape[1:]),
+    optimizer=config.optimizer,
+    lr=config.lr,
+    total_steps=config.epochs * _steps_per_epoch(config, len(ds.x_train)),
+    seed=config.seed,
+    weight_decay=config.weight_decay,
+    beta=config.beta,
+    sigma=config.sigma,
+    eta=config.eta,
+    rho=config.rho,
+    momentum=config.momentum,
+    n_perturbations=config.n_perturbations,
+    augment=config.dataset.startswith("cifar") if config.augment is None else config.augment,
+  )
+
+
+def build(
+  config: TrainConfig, dataset: data.Dataset | None = None
+) -> tuple[Callable[..., Any], fsgld_optax.flax.TrainState]:
+  """The jitted train step and the initial train state of the run that :func:`train` runs.
+
+  For timing steps or writing a custom loop: ``state, loss = step(state, x, y)``.
+
+  Args:
+    config: the run.
+    dataset: the data, as for :func:`train`.
+
+  Returns:
+    ``(step, state)``.
+  """
+  ds = load_dataset(config) if dataset is None else dataset
+  fns = _functions(_spec(config, ds))
+  return fns.step, init_state(fns.model, fns.optimizer, ds.x_train, _keys(config.seed)["init"])
+
+
 def train(
   config: TrainConfig,
   *,
@@ -471,29 +517,15 @@ def train(
   """
   ds = load_dataset(config) if dataset is None else dataset
   steps_per_epoch = _steps_per_epoch(config, len(ds.x_train))
-  keys = _keys(config.seed)
-  fns = _functions(
-    _Spec(
-      model=config.model or _DEFAULT_MODELS[config.dataset],
-      width=config.width,
-      num_classes=ds.num_classes,
-      input_shape=tuple(ds.x_train.shape[1:]),
-      optimizer=config.optimizer,
-      lr=config.lr,
-      total_steps=config.epochs * steps_per_epoch,
-      seed=config.seed,
-      weight_decay=config.weight_decay,
-      beta=config.beta,
-      sigma=config.sigma,
-      eta=config.eta,
-      rho=config.rho,
-      momentum=config.momentum,
-      n_perturbations=config.n_perturbations,
-      augment=config.dataset.startswith("cifar") if config.augment is None else config.augment,
-    )
-  )
+  fns = _functions(_spec(config, ds))
   optimizer, predict = fns.optimizer, fns.predict
+  keys = _keys(config.seed)
   state = init_state(fns.model, optimizer, ds.x_train, keys["init"])
+  order_key = keys["order"]
+  # Compile (or find the compiled step) before the clock starts; the result is discarded.
+  jax.block_until_ready(
+    fns.step(state, ds.x_train[: config.batch_size], ds.y_train[: config.batch_size])
+  )
 
   history: list[dict[str, Any]] = []
   out = Path(config.out) if config.out is not None else None
@@ -501,20 +533,25 @@ def train(
   if out is not None:
     out.mkdir(parents=True, exist_ok=True)
     manager = _checkpoint_manager(out)
-    if config.resume:
-      restored = _restore(manager, state)
-      if restored is not None:
-        state, meta = restored
-        _check_resumable(TrainConfig.from_json(meta["config"]), config)
-        history = list(meta["history"])
+    try:
+      if config.resume:
+        restored = _restore(manager, state)
+        if restored is not None:
+          state, meta = restored
+          _check_resumable(TrainConfig.from_json(meta["config"]), config)
+          history = list(meta["history"])
+      elif manager.latest_step() is not None:
+        raise ValueError(
+          f"{out} already holds checkpoints: pass resume=True (--resume) to continue that "
+          "run, or choose another output directory."
+        )
+    except BaseException:
+      manager.close()
+      raise
     _write_json(out / "config.json", config.to_json())
 
   first_epoch = len(history)
   last_epoch = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
-  x_example = ds.x_train[: config.batch_size]
-  y_example = ds.y_train[: config.batch_size]
-  # Compile (or find the compiled step) before the clock starts; the result is discarded.
-  jax.block_until_ready(fns.step(state, x_example, y_example))
 
   bar = tqdm(
     total=(last_epoch - first_epoch) * steps_per_epoch,
@@ -526,7 +563,7 @@ def train(
   try:
     for epoch in range(first_epoch, last_epoch):
       batches = data.iterate_batches(
-        keys["order"], ds.x_train, ds.y_train, config.batch_size, epoch=epoch
+        order_key, ds.x_train, ds.y_train, config.batch_size, epoch=epoch
       )
       loss_sum = jnp.zeros(())
       start = time.perf_counter()
@@ -567,15 +604,18 @@ def train(
 def _evaluate(
   predict: Callable[..., Any], state: Any, ds: data.Dataset, batch_size: int
 ) -> dict[str, float]:
-  eval_batch = max(batch_size, 1000)
+  batch_size = max(batch_size, 1000)
+  accuracy = lambda pred, y: float(np.mean(pred == y))
+  train_pred = predictions(predict, state, ds.x_train, batch_size)
   metrics = {
-    "test_acc": accuracy(predict, state, ds.x_test, ds.y_test, eval_batch),
-    "noisy_train_acc": accuracy(predict, state, ds.x_train, ds.y_train, eval_batch),
-    "clean_train_acc": accuracy(predict, state, ds.x_train, ds.y_train_clean, eval_batch),
+    "test_acc": accuracy(predictions(predict, state, ds.x_test, batch_size), ds.y_test),
+    "noisy_train_acc": accuracy(train_pred, ds.y_train),
+    "clean_train_acc": accuracy(train_pred, ds.y_train_clean),
   }
   if ds.x_val is not None and ds.y_val is not None and ds.y_val_clean is not None:
-    metrics["val_acc"] = accuracy(predict, state, ds.x_val, ds.y_val, eval_batch)
-    metrics["val_clean_acc"] = accuracy(predict, state, ds.x_val, ds.y_val_clean, eval_batch)
+    val_pred = predictions(predict, state, ds.x_val, batch_size)
+    metrics["val_acc"] = accuracy(val_pred, ds.y_val)
+    metrics["val_clean_acc"] = accuracy(val_pred, ds.y_val_clean)
   return metrics
 
 

@@ -85,6 +85,8 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
   train(config)
   with pytest.raises(ValueError, match=r"lr: 0\.1 -> 0\.2"):
     train(dataclasses.replace(config, lr=0.2, resume=True))
+  with pytest.raises(ValueError, match="already holds checkpoints"):
+    train(config)
 
 
 def test_every_optimizer_trains() -> None:
