@@ -365,6 +365,8 @@ def test_spectral_density_integrates_to_one_on_its_default_grid():
   np.testing.assert_allclose(np.trapezoid(sd.density, sd.grid), 1.0, atol=1e-3)
   np.testing.assert_allclose(np.asarray(sd.weights).sum(axis=1), 1.0, rtol=1e-5)
   assert float(jnp.min(sd.density)) >= 0.0
+  with pytest.raises(ValueError, match="grid"):
+    diagnostics.spectral_density(loss, jnp.zeros(60), 9, grid=jnp.zeros((2, 2)))
 
 
 def test_spectral_density_first_moment_is_a_hutchinson_sample():

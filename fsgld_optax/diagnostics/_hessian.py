@@ -51,6 +51,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -354,8 +355,8 @@ def spectral_density(
     key: PRNG key or int seed; probe ``p`` uses ``jax.random.split(key, num_probes)[p]``.
     num_probes: number of probe vectors :math:`P`.
     lanczos_order: Lanczos steps :math:`m` per probe (capped at the number of parameters).
-    grid: evaluation points, or their number for an even grid spanning the Ritz values
-      padded by five kernel widths on each side.
+    grid: evaluation points, or their number (a Python int, static under :func:`jax.jit`)
+      for an even grid spanning the Ritz values padded by five kernel widths on each side.
     kernel_width: standard deviation :math:`\sigma` of the Gaussian kernel; by default 1% of
       the spread of the Ritz values. Keep the grid spacing below :math:`\sigma` so the
       trapezoid rule on the grid integrates the density accurately.
@@ -387,6 +388,11 @@ def spectral_density(
   """
   if num_probes < 1:
     raise ValueError(f"num_probes must be positive, got {num_probes}.")
+  if not isinstance(grid, int | np.integer) and jnp.ndim(grid) != 1:
+    raise ValueError(
+      "grid must be a one-dimensional array of points or a number of points (a Python int, "
+      f"static under jax.jit); got an array of shape {jnp.shape(grid)}."
+    )
   matvec, flat_params, _ = _flat_operator(loss_fn, params, batches)
   order = min(lanczos_order, flat_params.size)
   if order < 1:
@@ -409,9 +415,9 @@ def spectral_density(
   else:
     sigma = jnp.asarray(kernel_width, nodes.dtype)
 
-  if isinstance(grid, int):
+  if isinstance(grid, int | np.integer):
     pad = _GRID_PADDING_IN_KERNEL_WIDTHS * sigma
-    points = jnp.linspace(jnp.min(nodes) - pad, jnp.max(nodes) + pad, grid)
+    points = jnp.linspace(jnp.min(nodes) - pad, jnp.max(nodes) + pad, int(grid))
   else:
     points = jnp.asarray(grid, nodes.dtype)
 

@@ -27,7 +27,7 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
     return ax
   import matplotlib.pyplot as plt
 
-  _, new_ax = plt.subplots(figsize=figsize)
+  _, new_ax = plt.subplots(figsize=figsize, layout="constrained")
   return new_ax
 
 
