@@ -13,8 +13,9 @@ Hessian-vector products stay on parameter pytrees. The Lanczos-based estimators 
 parameters into one flat vector (:func:`jax.flatten_util.ravel_pytree`) because the Krylov
 basis is a dense ``(num_iterations, num_params)`` matrix; the Lanczos recurrence itself lives
 in a private module that explains why it is not taken from ``matfree``. The Hutchinson
-estimator is written out as well: it draws its probes leaf by leaf (keeping each leaf's dtype
-and sharding) and reports an unbiased standard error.
+estimator is written out rather than taken from ``matfree.stochtrace``, whose samplers ravel
+the probe and whose standard error uses ``ddof=0``: here probes are drawn leaf by leaf
+(keeping each leaf's dtype and sharding) and the standard error uses ``ddof=1``.
 
 Every function is a pure function of its array arguments and can be wrapped in
 :func:`jax.jit` once the closure and the integer options are bound, e.g.
