@@ -164,6 +164,8 @@ def main() -> None:
     (f"shard_map, axis_name={AXIS!r}", shard_map_step),
   ]:
     params = jax.device_put(params0, replicated)
+    # The state (count, key, σ) starts replicated on the mesh, as every step returns it; a
+    # plain tx.init(params) leaves it on one device and the second step would recompile.
     opt_state = jax.jit(tx.init, out_shardings=replicated)(params)
     start = time.perf_counter()
     data = batches(x_train, y_train, batch_size, args.steps, args.seed)

@@ -176,6 +176,8 @@ def test_sharded_jit_equals_single_device(layout: str, config: str):
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P(AXIS))
   p8 = jax.device_put(params, shardings)
+  # The state starts replicated on the mesh, as the step returns it (a plain tx.init leaves
+  # its scalars on one device, and the second step would recompile).
   s8 = jax.jit(tx.init, out_shardings=replicated)(p8)
   init_shardings = jax.tree.map(lambda a: a.sharding, s8)
   for k in range(20):
@@ -463,6 +465,29 @@ def test_no_collectives_beyond_sgd(layout: str, config: str):
     allowed["all-reduce"] += 1
   for op in COLLECTIVES:
     assert counts[op] <= allowed[op], (op, counts, baseline)
+
+
+def test_shard_map_step_has_sgds_collectives_for_any_n():
+  """Under shard_map each device averages its n perturbations locally: one pmean, as SGD."""
+  mesh = make_mesh()
+  sgd = optax.sgd(LR)
+
+  def sgd_step(params, opt_state, x, y):
+    # Under shard_map, the gradient of the pmean'd loss is the all-reduced mean gradient.
+    loss, grads = jax.value_and_grad(lambda p: jax.lax.pmean(mlp_loss(p, x, y), AXIS))(params)
+    updates, opt_state = sgd.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  tx, grad_fn = make_fsgld(dict(n_perturbations=4, split_batch=True, axis_name=AXIS))
+  specs = dict(mesh=mesh, in_specs=(P(), P(), P(AXIS), P(AXIS)), out_specs=(P(), P(), P()))
+  sgd_counts = compiled_collectives(
+    jax.jit(jax.shard_map(sgd_step, **specs)), sgd.init(mlp_params()), "data_parallel"
+  )
+  counts = compiled_collectives(
+    jax.jit(jax.shard_map(fsgld_step(tx, grad_fn), **specs)), tx.init(mlp_params()), "data_parallel"
+  )
+  assert sgd_counts["all-reduce"] >= 1
+  assert counts == sgd_counts
 
 
 # ---------------------------------------------------------------------------------------------
