@@ -10,8 +10,9 @@ What is measured (``python -m benchmarks.diagnostics_cost``; ``--quick`` for a s
   Rademacher probes (one at a time, and all 16 vectorised), the top-5 eigenvalues with 32 and
   64 Lanczos steps, and a spectral density with 8 probes of 32 Lanczos steps.
 * Every function is compiled once (compile time reported separately), then timed with
-  ``jax.block_until_ready`` over several repeats; the table reports the median and its ratio
-  to the median gradient time from the same process.
+  ``jax.block_until_ready`` over several rounds, each round calling every function once (so
+  load changes on a shared machine hit all of them alike); the table reports the median and
+  the minimum, and their ratios to the gradient's median and minimum from the same process.
 
 Writes ``diagnostics_cost.json`` and ``diagnostics_cost.md`` to the output folder.
 """
@@ -99,17 +100,11 @@ def mlp_loss(params: list[dict[str, jax.Array]], x: jax.Array, y: jax.Array) -> 
   return -jnp.mean(jnp.take_along_axis(log_probs, y[:, None], axis=1))
 
 
-def time_call(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
-  """Compile-and-run time of the first call, then wall times of ``repeats`` further calls."""
+def wall_time(fn: Callable[[], Any]) -> float:
+  """Wall time of one call, including ``jax.block_until_ready`` on its outputs."""
   start = time.perf_counter()
   jax.block_until_ready(fn())
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return first, times
+  return time.perf_counter() - start
 
 
 def run(config: Config, *, progress: bool = True) -> dict[str, Any]:
@@ -172,23 +167,29 @@ def run(config: Config, *, progress: bool = True) -> dict[str, Any]:
     )
   )
 
-  rows = []
-  for name, num_hvps, fn in tqdm(cases, desc="diagnostics_cost", disable=not progress):
-    first, times = time_call(fn, config.repeats)
-    rows.append(
-      {
-        "name": name,
-        "hessian_vector_products": num_hvps,
-        "compile_and_first_run_s": first,
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "times_s": times,
-      }
-    )
+  # The first call compiles. The timed repeats are interleaved (one call of every function per
+  # round), so that load changes on a shared machine affect all functions alike.
+  first = [wall_time(fn) for _, _, fn in cases]
+  times: list[list[float]] = [[] for _ in cases]
+  for _ in tqdm(range(config.repeats), desc="diagnostics_cost", disable=not progress):
+    for i, (_, _, fn) in enumerate(cases):
+      times[i].append(wall_time(fn))
+  rows = [
+    {
+      "name": name,
+      "hessian_vector_products": num_hvps,
+      "compile_and_first_run_s": first[i],
+      "median_s": statistics.median(times[i]),
+      "min_s": min(times[i]),
+      "times_s": times[i],
+    }
+    for i, (name, num_hvps, _) in enumerate(cases)
+  ]
   gradient_time = rows[0]["median_s"]
   hvp_time = rows[1]["median_s"]
   for row in rows:
     row["ratio_to_gradient"] = row["median_s"] / gradient_time
+    row["min_ratio_to_gradient"] = row["min_s"] / rows[0]["min_s"]
     row["ratio_per_hvp_to_hvp"] = (
       row["median_s"] / (row["hessian_vector_products"] * hvp_time)
       if row["hessian_vector_products"]
@@ -233,17 +234,19 @@ def markdown(results: dict[str, Any]) -> str:
     f"full batch of {data['num_examples']:,} examples ({data['source']}); "
     f"JAX {env['jax']} on {env['backend']} ({env['device']}, {env['cpu_count']} CPUs, "
     f"1-minute load average {env['load_average_1min']:.1f} at the end of the run). "
-    f"Median of {results['config']['repeats']} repeats after compilation.",
+    f"Median and minimum of {results['config']['repeats']} interleaved repeats after "
+    "compilation; ratios against the gradient's median (minimum) from the same process.",
     "",
-    "| computation | HVPs | median (ms) | × gradient | time per HVP / one HVP "
-    "| compile + first run (s) |",
-    "|---|---:|---:|---:|---:|---:|",
+    "| computation | HVPs | median (ms) | × gradient | min (ms) | × gradient (min) "
+    "| time per HVP / one HVP | compile + first run (s) |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
   ]
   for row in results["results"]:
     per_hvp = row["ratio_per_hvp_to_hvp"]
     lines.append(
       f"| {row['name']} | {row['hessian_vector_products']} | {1e3 * row['median_s']:.2f} | "
-      f"{row['ratio_to_gradient']:.1f} | {'–' if per_hvp is None else f'{per_hvp:.2f}'} | "
+      f"{row['ratio_to_gradient']:.1f} | {1e3 * row['min_s']:.2f} | "
+      f"{row['min_ratio_to_gradient']:.1f} | {'–' if per_hvp is None else f'{per_hvp:.2f}'} | "
       f"{row['compile_and_first_run_s']:.2f} |"
     )
   eigs = ", ".join(f"{e:.4g}" for e in est["top_eigenvalues"])
