@@ -104,7 +104,9 @@ def test_wrapper_rejects_bad_options(name: str, kwargs: dict[str, Any]) -> None:
 def test_wrapper_rejects_a_batch_split_batch_cannot_divide() -> None:
   params = _params()
   opt_state = fsgld_optax.fsgld(0.1, 1e6, key=0).init(params)
-  grad_fn = fsgld_optax.perturbed_value_and_grad(_loss, n_perturbations=4, split_batch=True)
+  grad_fn = jax.jit(
+    fsgld_optax.perturbed_value_and_grad(_loss, n_perturbations=4, split_batch=True)
+  )
   with pytest.raises(ValueError, match=r"split_batch.*n_perturbations=4.*\(6, 3\)"):
     grad_fn(params, opt_state, jnp.ones((6, 3)))
   with pytest.raises(ValueError, match="split_batch"):
@@ -176,13 +178,21 @@ def test_schedule_values_are_checked_outside_jit(name: str, kwargs: dict[str, An
   with pytest.raises(ValueError, match=name):
     for _ in range(2):  # σ of the next step is computed one update earlier than λ and β
       _, state = tx.update(grads, state, params)
-  # The documented debug path for jitted code: run the same step with jit disabled.
+
+
+def test_schedule_values_are_checked_in_a_jitted_loop_under_disable_jit() -> None:
+  """The documented debug path for jitted code: run its steps with jit disabled."""
+  tx = fsgld_optax.fsgld(optax.linear_schedule(0.1, -0.1, 2), 1e6, key=0)
+  params = _params()
   step = jax.jit(tx.update)
+  grads = jax.tree.map(jnp.ones_like, params)
   state = tx.init(params)
-  _, state = step(grads, state, params)
-  with jax.disable_jit(), pytest.raises(ValueError, match=name):
-    for _ in range(2):
-      _, state = step(grads, state, params)
+  for _ in range(2):
+    _, state = step(grads, state, params)
+  _, unchecked = step(grads, state, params)  # step 2, λ < 0: no error under jit
+  assert int(unchecked.count) == 3
+  with jax.disable_jit(), pytest.raises(ValueError, match="learning_rate"):
+    step(grads, state, params)
 
 
 def test_negative_scheduled_learning_rate_under_jit_gives_non_finite_updates() -> None:
@@ -221,13 +231,14 @@ def _mixed_loss(params: Any, x: jax.Array) -> jax.Array:
   return scale * jnp.mean((jnp.atleast_2d(x) @ params["w"] + b[None, :]) ** 2)
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+_N4 = {"n_perturbations": 4, "antithetic": True, "split_batch": True}
+
+
 @pytest.mark.parametrize(
-  "wrapper_kwargs",
-  [{}, {"n_perturbations": 4, "antithetic": True, "split_batch": True}],
-  ids=["n1", "n4-antithetic-split"],
+  ("jit", "wrapper_kwargs", "weight_decay"),
+  [(False, {}, 0.0), (True, {}, 5e-4), (False, _N4, 5e-4), (True, _N4, 0.0)],
+  ids=["eager-n1", "jit-n1-decay", "eager-n4-antithetic-split-decay", "jit-n4-antithetic-split"],
 )
-@pytest.mark.parametrize("weight_decay", [0.0, 5e-4])
 def test_integer_and_boolean_leaves_are_skipped_through_the_full_loop(
   jit: bool, wrapper_kwargs: dict[str, Any], weight_decay: float
 ) -> None:
@@ -341,14 +352,24 @@ _NOISE_SCALE = 1e-5  # sqrt(2 λ / β): the Langevin step of the paper's β ~ 1e
 _BETA = 2.0 * _LAMBDA / _NOISE_SCALE**2
 
 
-def _one_step_change(params: Any, beta: float, loss_fn: Any) -> Any:
-  """One full fSGLD step (wrapper, update, apply_updates) from ``params``."""
-  tx = fsgld_optax.fsgld(_LAMBDA, beta, sigma=1e-2, key=3)
-  grad_fn = fsgld_optax.perturbed_value_and_grad(loss_fn)
-  opt_state = tx.init(params)
-  _, grads = jax.jit(grad_fn)(params, opt_state, jnp.ones(4096, jnp.bfloat16))
-  updates, _ = jax.jit(tx.update)(grads, opt_state, params)
-  return optax.apply_updates(params, updates), updates
+def _one_step_change(params: Any, loss_fn: Any) -> tuple[Any, Any, Any]:
+  """One full fSGLD step (wrapper, update, apply_updates) from ``params``, with and without
+  the Langevin noise: returns the noisy result, the noiseless one, and the noisy update."""
+  x = jnp.ones(4096, jnp.bfloat16)
+
+  @jax.jit
+  def steps(params: Any) -> Any:
+    results = []
+    for beta in (_BETA, math.inf):
+      tx = fsgld_optax.fsgld(_LAMBDA, beta, sigma=1e-2, key=3)
+      opt_state = tx.init(params)
+      _, grads = fsgld_optax.perturbed_value_and_grad(loss_fn)(params, opt_state, x)
+      updates, _ = tx.update(grads, opt_state, params)
+      results.append((optax.apply_updates(params, updates), updates))
+    (noisy, updates), (clean, _) = results
+    return noisy, clean, updates
+
+  return steps(params)
 
 
 def _bf16_loss(params: Any, x: jax.Array) -> jax.Array:
@@ -370,8 +391,7 @@ def test_bf16_params_lose_the_langevin_noise_and_float32_master_weights_keep_it(
 
   # bfloat16 parameters: the noise is rounded away.
   params = {"w": w.astype(jnp.bfloat16)}
-  noisy, updates = _one_step_change(params, _BETA, _bf16_loss)
-  clean, _ = _one_step_change(params, math.inf, _bf16_loss)
+  noisy, clean, updates = _one_step_change(params, _bf16_loss)
   assert updates["w"].dtype == jnp.bfloat16
   moved = np.asarray(noisy["w"] != clean["w"])
   # Only weights whose drift step lands within ~1e-5 of a rounding midpoint can flip:
@@ -382,8 +402,7 @@ def test_bf16_params_lose_the_langevin_noise_and_float32_master_weights_keep_it(
   # float32 master weights, bfloat16 compute: the noise survives.
   master = {"w": w}
   loss32 = with_compute_dtype(_bf16_loss, jnp.bfloat16)
-  noisy, updates = _one_step_change(master, _BETA, loss32)
-  clean, _ = _one_step_change(master, math.inf, loss32)
+  noisy, clean, updates = _one_step_change(master, loss32)
   assert updates["w"].dtype == jnp.float32
   change = np.asarray(noisy["w"] - clean["w"], np.float64)
   # Exactly the Langevin draw of step 0, up to float32 rounding of weights in [1, 2)
@@ -412,24 +431,26 @@ def test_lost_update_fraction_matches_a_direct_computation() -> None:
 # --- Non-finite values. ---------------------------------------------------------------------
 
 
-def _finite_run(batches: list[jax.Array], n: int = 2) -> tuple[list[Any], list[Any]]:
+_FINITE_TX = optax.apply_if_finite(
+  optax.chain(optax.clip_by_global_norm(10.0), fsgld_optax.fsgld(0.05, 1e4, key=1)),
+  max_consecutive_errors=3,
+)
+
+
+@jax.jit
+def _finite_step(params: Any, opt_state: Any, x: jax.Array) -> Any:
+  grad_fn = fsgld_optax.perturbed_value_and_grad(_loss, n_perturbations=2, split_batch=True)
+  _, grads = grad_fn(params, opt_state, x)
+  updates, opt_state = _FINITE_TX.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
+def _finite_run(batches: list[jax.Array]) -> tuple[list[Any], list[Any]]:
   """Runs ``apply_if_finite(chain(clip, fsgld))`` over ``batches``; returns params and states."""
-  tx = optax.apply_if_finite(
-    optax.chain(optax.clip_by_global_norm(10.0), fsgld_optax.fsgld(0.05, 1e4, key=1)),
-    max_consecutive_errors=3,
-  )
-  grad_fn = fsgld_optax.perturbed_value_and_grad(_loss, n_perturbations=n, split_batch=True)
-
-  @jax.jit
-  def step(params: Any, opt_state: Any, x: jax.Array) -> Any:
-    _, grads = grad_fn(params, opt_state, x)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-  params, opt_state = _params(), tx.init(_params())
+  params, opt_state = _params(), _FINITE_TX.init(_params())
   all_params, all_states = [params], [opt_state]
   for x in batches:
-    params, opt_state = step(params, opt_state, x)
+    params, opt_state = _finite_step(params, opt_state, x)
     all_params.append(params)
     all_states.append(opt_state)
   return all_params, all_states
