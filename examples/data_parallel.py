@@ -95,7 +95,7 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, steps: int, seed: int
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
   parser.add_argument("--steps", type=int, default=400)
   parser.add_argument("--batch-size", type=int, default=128, help="global batch size")
   parser.add_argument("--learning-rate", type=float, default=0.05)

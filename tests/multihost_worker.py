@@ -78,8 +78,9 @@ def fsdp_spec(shape: tuple[int, ...], num_shards: int) -> P:
 def process_rows(sharding: NamedSharding, global_rows: int) -> slice:
   """The contiguous rows of a batch sharded along axis 0 that this process's devices hold."""
   index = sharding.addressable_devices_indices_map((global_rows,))
-  starts = [s[0].start or 0 for s in index.values()]
-  stops = [global_rows if s[0].stop is None else s[0].stop for s in index.values()]
+  row_slices = [s[0] for s in index.values() if s is not None]
+  starts = [r.start or 0 for r in row_slices]
+  stops = [global_rows if r.stop is None else r.stop for r in row_slices]
   rows = slice(min(starts), max(stops))
   if rows.stop - rows.start != sum(b - a for a, b in zip(starts, stops, strict=True)):
     raise ValueError("this process's devices are not contiguous along the batch axis")
@@ -141,7 +142,7 @@ def main(argv: list[str]) -> None:
     results = {
       f"{layout}.{name}": value for layout in LAYOUTS for name, value in train(mesh, layout).items()
     }
-    np.savez(out, **results)
+    np.savez(out, allow_pickle=False, **results)
     print(f"process {process_id}: saved {len(results)} arrays to {out}", flush=True)
   finally:
     jax.distributed.shutdown()
