@@ -572,7 +572,7 @@ def write(results: dict[str, Any], out_dir: Path, name: str = "stationary") -> l
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Command line: ``python -m benchmarks.stationary [--quick] [--out DIR]``."""
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
   parser.add_argument("--quick", action="store_true", help="small smoke run (< 60 s)")
   parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
   parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
