@@ -395,8 +395,8 @@ def test_bf16_params_lose_the_langevin_noise_and_float32_master_weights_keep_it(
   noisy, clean, updates = _one_step_change(params, _bf16_loss)
   assert updates["w"].dtype == jnp.bfloat16
   moved = np.asarray(noisy["w"] != clean["w"])
-  # Only weights whose drift step lands within ~1e-5 of a rounding midpoint can flip:
-  # expected fraction ≈ E|s ξ| / (ulp / 2) ≈ 0.8e-5 / 3.9e-3 ≈ 0.2 %.
+  # Only weights whose drift step lands within |s ξ| of a rounding midpoint flip (by a whole
+  # ulp): expected fraction ≈ E|s ξ| / ulp ≈ 0.8e-5 / (3.9e-3 … 7.8e-3) ≈ 0.1 … 0.2 %.
   assert moved.mean() < 0.01
   assert float(lost_update_fraction(params, noise)) > 0.99
 
