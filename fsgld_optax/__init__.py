@@ -19,6 +19,8 @@ from fsgld_optax._fsgld import fsgld as fsgld
 from fsgld_optax._fsgld import sgld as sgld
 from fsgld_optax._perturb import find_fsgld_state as find_fsgld_state
 from fsgld_optax._perturb import perturbed_value_and_grad as perturbed_value_and_grad
+from fsgld_optax._precision import lost_update_fraction as lost_update_fraction
+from fsgld_optax._precision import with_compute_dtype as with_compute_dtype
 from fsgld_optax._sampling import cyclical_cosine_schedule as cyclical_cosine_schedule
 from fsgld_optax._sampling import sample as sample
 
@@ -34,7 +36,9 @@ __all__ = [
   "diagnostics",
   "find_fsgld_state",
   "fsgld",
+  "lost_update_fraction",
   "perturbed_value_and_grad",
   "sample",
   "sgld",
+  "with_compute_dtype",
 ]

@@ -56,11 +56,11 @@ def lost_update_fraction(params: optax.Params, updates: optax.Updates) -> jax.Ar
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> from fsgld_optax._precision import lost_update_fraction
+    >>> import fsgld_optax
     >>> params = jnp.ones(4, jnp.bfloat16)
-    >>> print(lost_update_fraction(params, jnp.full(4, 1e-5, jnp.bfloat16)))
+    >>> print(fsgld_optax.lost_update_fraction(params, jnp.full(4, 1e-5, jnp.bfloat16)))
     1.0
-    >>> print(lost_update_fraction(params.astype(jnp.float32), jnp.full(4, 1e-5)))
+    >>> print(fsgld_optax.lost_update_fraction(params.astype(jnp.float32), jnp.full(4, 1e-5)))
     0.0...
   """
   dtype = jnp.result_type(float)
@@ -98,10 +98,10 @@ def with_compute_dtype(fun: Callable[..., Any], dtype: Any = jnp.bfloat16) -> Ca
 
   Examples:
     >>> import jax, jax.numpy as jnp
-    >>> from fsgld_optax._precision import with_compute_dtype
+    >>> import fsgld_optax
     >>> loss_fn = lambda p, x: jnp.sum(p["w"] * x).astype(jnp.float32)
     >>> params = {"w": jnp.ones(3, jnp.float32)}
-    >>> grads = jax.grad(with_compute_dtype(loss_fn))(params, jnp.ones(3, jnp.bfloat16))
+    >>> grads = jax.grad(fsgld_optax.with_compute_dtype(loss_fn))(params, jnp.ones(3, jnp.bfloat16))
     >>> print(grads["w"].dtype)
     float32
   """
