@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import optax
@@ -86,6 +86,7 @@ def make_optimizer(
   eta: float = 0.1,
   rho: float = 0.05,
   momentum: float = 0.0,
+  langevin_noise: str = "gaussian",
 ) -> Optimizer:
   """Builds one of :data:`OPTIMIZERS` with :func:`paper_schedule`.
 
@@ -102,6 +103,7 @@ def make_optimizer(
     eta: coupling exponent η (``fsgld`` with ``sigma=None``).
     rho: SAM's neighbourhood radius ρ.
     momentum: heavy-ball momentum of ``sgd`` and of SAM's outer step (0 for none).
+    langevin_noise: ``"gaussian"`` or ``"binomial"`` Langevin noise (``sgld``, ``fsgld``).
 
   Returns:
     An :class:`Optimizer`.
@@ -110,6 +112,7 @@ def make_optimizer(
     ValueError: for an unknown name or ``rwp`` without ``sigma``.
   """
   schedule = paper_schedule(learning_rate, total_steps)
+  noise: Any = langevin_noise
   sgd = optax.chain(
     optax.add_decayed_weights(weight_decay),
     optax.sgd(schedule, momentum=momentum or None),
@@ -121,7 +124,7 @@ def make_optimizer(
     tx = optax.contrib.sam(sgd, adversary, opaque_mode=True)
     return Optimizer(name, tx, "sam", schedule)
   if name == "sgld":
-    tx = fsgld_optax.sgld(schedule, beta, weight_decay=weight_decay, key=key)
+    tx = fsgld_optax.sgld(schedule, beta, weight_decay=weight_decay, key=key, langevin_noise=noise)
     return Optimizer(name, tx, "plain", schedule)
   if name == "rwp":
     if sigma is None:
@@ -129,6 +132,14 @@ def make_optimizer(
     tx = fsgld_optax.fsgld(schedule, math.inf, sigma=sigma, weight_decay=weight_decay, key=key)
     return Optimizer(name, tx, "perturbed", schedule)
   if name == "fsgld":
-    tx = fsgld_optax.fsgld(schedule, beta, sigma=sigma, eta=eta, weight_decay=weight_decay, key=key)
+    tx = fsgld_optax.fsgld(
+      schedule,
+      beta,
+      sigma=sigma,
+      eta=eta,
+      weight_decay=weight_decay,
+      key=key,
+      langevin_noise=noise,
+    )
     return Optimizer(name, tx, "perturbed", schedule)
   raise ValueError(f"Unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")

@@ -115,6 +115,8 @@ class TrainConfig:
     momentum: momentum of ``sgd`` and of SAM's outer step.
     weight_decay: L2 coefficient added to the gradient.
     n_perturbations: perturbations per step (``rwp``, ``fsgld``).
+    perturbation: distribution of ε, ``"gaussian"`` or ``"rademacher"`` (``rwp``, ``fsgld``).
+    langevin_noise: distribution of ξ, ``"gaussian"`` or ``"binomial"`` (``sgld``, ``fsgld``).
     seed: seed of the label noise, the initialisation, the batch order and the optimizer.
     val_fraction: fraction of the training set held out for validation.
     augment: crop-and-flip augmentation (default: on for CIFAR-N, off otherwise).
@@ -142,6 +144,8 @@ class TrainConfig:
   momentum: float = 0.0
   weight_decay: float = 5e-4
   n_perturbations: int = 1
+  perturbation: str = "gaussian"
+  langevin_noise: str = "gaussian"
   seed: int = 0
   val_fraction: float = 0.0
   augment: bool | None = None
@@ -260,10 +264,15 @@ def make_train_step(
   loss_fn: Callable[..., Any],
   *,
   n_perturbations: int = 1,
+  perturbation: str = "gaussian",
   augment_key: jax.Array | None = None,
 ) -> Callable[..., tuple[fsgld_optax.flax.TrainState, jax.Array]]:
   """``step(state, x, y) -> (state, loss)`` for ``optimizer``'s kind of gradient."""
-  perturbed_step = fsgld_optax.flax.linen_train_step(loss_fn, n_perturbations=n_perturbations)
+  perturbed_step = fsgld_optax.flax.linen_train_step(
+    loss_fn,
+    n_perturbations=n_perturbations,
+    perturbation=perturbation,
+  )
 
   def step(state: fsgld_optax.flax.TrainState, x: jax.Array, y: jax.Array) -> Any:
     if augment_key is not None:
@@ -406,6 +415,8 @@ class _Spec:
   rho: float
   momentum: float
   n_perturbations: int
+  perturbation: str
+  langevin_noise: str
   augment: bool
 
 
@@ -441,6 +452,7 @@ def _functions(spec: _Spec) -> _Functions:
     eta=spec.eta,
     rho=spec.rho,
     momentum=spec.momentum,
+    langevin_noise=spec.langevin_noise,
   )
   shapes = jax.eval_shape(
     lambda: model.init(keys["init"], jnp.zeros((1, *spec.input_shape)), train=False)
@@ -450,6 +462,7 @@ def _functions(spec: _Spec) -> _Functions:
     optimizer,
     make_loss(model.apply, has_batch_stats),
     n_perturbations=spec.n_perturbations,
+    perturbation=spec.perturbation,
     augment_key=keys["augment"] if spec.augment else None,
   )
   return _Functions(
@@ -474,6 +487,8 @@ def _spec(config: TrainConfig, ds: data.Dataset) -> _Spec:
     rho=config.rho,
     momentum=config.momentum,
     n_perturbations=config.n_perturbations,
+    perturbation=config.perturbation,
+    langevin_noise=config.langevin_noise,
     augment=config.dataset.startswith("cifar") if config.augment is None else config.augment,
   )
 
@@ -662,6 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--momentum", type=float, default=d.momentum, help="sgd/sam momentum")
   p.add_argument("--weight-decay", type=float, default=d.weight_decay)
   p.add_argument("--n-perturbations", type=int, default=d.n_perturbations)
+  p.add_argument("--perturbation", choices=("gaussian", "rademacher"), default=d.perturbation)
+  p.add_argument("--langevin-noise", choices=("gaussian", "binomial"), default=d.langevin_noise)
   p.add_argument("--seed", type=int, default=d.seed)
   p.add_argument("--val-fraction", type=float, default=d.val_fraction)
   p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)

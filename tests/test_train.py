@@ -132,9 +132,11 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     *("--dataset", "digits", "--noise", "pairflip:0.2", "--optimizer", "fsgld"),
     *("--epochs", "1", "--batch-size", "64", "--max-steps-per-epoch", "2", "--beta", "inf"),
     *("--sigma", "0.01", "--n-perturbations", "2", "--out", str(tmp_path), "--no-progress"),
+    *("--perturbation", "rademacher", "--langevin-noise", "binomial"),
   ]
   config = config_from_args(argv)
   assert config.beta == math.inf and config.n_perturbations == 2 and not config.progress
+  assert (config.perturbation, config.langevin_noise) == ("rademacher", "binomial")
   history = main(argv)
   assert "test accuracy" in capsys.readouterr().out
   assert json.loads((tmp_path / "history.json").read_text())[0]["epoch"] == 1 == len(history)
