@@ -273,6 +273,39 @@ def test_the_n_perturbations_are_independent_and_reproducible(perturbation):
       assert_uncorrelated(eps[i], eps[j])
 
 
+@pytest.mark.parametrize(("antithetic", "size"), [(False, 1), (False, 2), (True, 1)])
+def test_perturbation_groups_draw_the_same_perturbations(antithetic, size):
+  n = 4
+  params = {"w": jnp.zeros((8, 64)), "v": jnp.zeros((3, 5))}
+
+  def cubes(p):  # gradient (θ + ε)² = ε² at θ = 0, σ = 1; aux θ + ε = ε
+    return sum(jnp.sum(leaf**3) for leaf in jax.tree.leaves(p)) / 3, p
+
+  tx = fsgld_optax.fsgld(0.5, 1.0, sigma=1.0, key=6)
+  opt_state = tx.init(params)
+  key = _randomness.perturbation_key(opt_state.rng_key, opt_state.count)
+  eps = [
+    _randomness.standard_noise_like(k, params, "gaussian")
+    for k in jax.random.split(key, n // 2 if antithetic else n)
+  ]
+  if antithetic:
+    eps += [jax.tree.map(jnp.negative, e) for e in eps]
+  expected = (
+    jax.tree.map(lambda *e: np.mean(e, axis=0), *eps),
+    jax.tree.map(lambda *e: np.mean(np.square(e), axis=0), *eps),
+  )
+  for group in (None, size):
+    grad_fn = fsgld_optax.perturbed_value_and_grad(
+      cubes, has_aux=True, n_perturbations=n, antithetic=antithetic, perturbation_batch_size=group
+    )
+    (_, mean_eps), mean_sq = jax.jit(grad_fn)(params, opt_state)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+      (mean_eps, mean_sq),
+      expected,
+    )
+
+
 @pytest.mark.parametrize("modes", [DEFAULT, CHEAP])
 def test_same_key_same_draws_and_steps_differ(modes):
   params = {"w": jnp.zeros((16, 64)), "b": jnp.zeros((5,), jnp.bfloat16)}
@@ -339,11 +372,11 @@ def test_eight_devices_draw_what_one_device_draws(modes):
 # fSGLD on U(θ) = θ⁴/4 is SGLD on U_σ(θ) = E U(θ + σε) = θ⁴/4 + 3σ²θ²/2 + const for Gaussian
 # and Rademacher ε alike (E ε = E ε³ = 0, E ε² = 1), so its law is ∝ exp(−β U_σ) up to O(λ)
 # biases (discretisation and gradient noise; at this λ they move E θ² by less than its
-# Monte-Carlo standard error of 0.7%). The cheap mode runs here, Rademacher ε with binomial ξ. Each of 512 chains is a
-# 64-vector of independent coordinates (drawn on the packed path), started from the wrong law
-# exp(−β U); the law contracts at rate ≥ min U_σ'' = 3σ² per unit time, so after 3,000 steps
-# of λ = 2e-3 its distance to exp(−β U_σ) has shrunk by e^{−6.5}. The final states are
-# 32,768 independent draws.
+# Monte-Carlo standard error of 0.7%). The cheap mode runs here, Rademacher ε with binomial ξ.
+# Each of 512 chains is a 64-vector of independent coordinates (drawn on the packed path),
+# started from the wrong law exp(−β U); the law contracts at rate ≥ min U_σ'' = 3σ² per unit
+# time, so after 3,000 steps of λ = 2e-3 its distance to exp(−β U_σ) has shrunk by e^{−6.5}.
+# The final states are 32,768 independent draws.
 BETA, SIGMA, LR, STEPS = 1.0, 0.6, 2e-3, 3000
 CHAINS, COORDS = 512, 64
 EDGES = np.linspace(-2.0, 2.0, 17)
