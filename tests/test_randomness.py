@@ -193,6 +193,67 @@ def test_dtypes_are_kept(distribution):
 
 
 # --------------------------------------------------------------------------------------
+# No buffers beyond the draws' consumers (XLA's compiled memory statistics, not timings)
+# --------------------------------------------------------------------------------------
+
+
+def temp_bytes(fn, *args) -> int:
+  return jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+
+@pytest.mark.parametrize(("distribution", "limit"), [("gaussian", 0.01), ("rademacher", 0.05)])
+def test_draws_fuse_into_their_consumer(distribution, limit):
+  # jax.random.normal on CPU keeps Threefry's state in 4 buffers of the draw's size; the
+  # inline hash fuses into the add (no buffer), and packed words take 1/32 of it (Rademacher).
+  params = {"w": jnp.zeros((256, 512)), "b": jnp.zeros((300,))}
+  nbytes = sum(x.nbytes for x in jax.tree.leaves(params))
+
+  def perturb(key, params):
+    noise = _randomness.standard_noise_like(key, params, distribution)
+    return jax.tree.map(lambda p, e: p + 0.1 * e, params, noise)
+
+  assert temp_bytes(perturb, jax.random.key(0), params) <= limit * nbytes
+  reference = lambda key, params: jax.tree.map(
+    lambda p, e: p + 0.1 * e, params, optax.tree.random_like(key, params, jax.random.normal)
+  )
+  assert temp_bytes(reference, jax.random.key(0), params) > nbytes  # what the fusion saves
+
+
+@pytest.mark.parametrize("modes", [DEFAULT, CHEAP])
+def test_fsgld_step_needs_one_parameter_copy_more_than_sgd(modes):
+  params = {
+    "w1": jnp.zeros((256, 512)),
+    "b1": jnp.zeros((512,)),
+    "w2": jnp.zeros((512, 256)),
+    "b2": jnp.zeros((256,)),
+  }
+  x, y = jnp.ones((4, 256)), jnp.ones((4, 256))
+  param_bytes = sum(p.nbytes for p in jax.tree.leaves(params))
+
+  def loss(p, x, y):
+    hidden = jnp.tanh(x @ p["w1"] + p["b1"][None, :])
+    return jnp.mean((hidden @ p["w2"] + p["b2"][None, :] - y) ** 2)
+
+  def step(tx, grad_fn):
+    def fn(params, opt_state, x, y):
+      value, grads = grad_fn(params, opt_state, x, y)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state, value
+
+    return fn
+
+  sgd = optax.sgd(0.1)
+  perturbation, langevin_noise = modes
+  tx = fsgld_optax.fsgld(0.1, 1e8, key=0, langevin_noise=langevin_noise)
+  grad_fn = fsgld_optax.perturbed_value_and_grad(loss, perturbation=perturbation)
+  sgd_grad = lambda p, s, x, y: jax.value_and_grad(loss)(p, x, y)
+  base = temp_bytes(step(sgd, sgd_grad), params, sgd.init(params), x, y)
+  extra = temp_bytes(step(tx, grad_fn), params, tx.init(params), x, y) - base
+  # The perturbed weights θ + σε are the one extra copy; ε and ξ are never materialised.
+  assert extra <= 1.1 * param_bytes
+
+
+# --------------------------------------------------------------------------------------
 # Independence and the randomness contract, through the public API
 # --------------------------------------------------------------------------------------
 
