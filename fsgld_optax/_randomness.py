@@ -16,14 +16,25 @@ device count.
 
 Distributions (all standardised: mean 0, variance 1):
 
-- ``"gaussian"``: ``jax.random.normal`` (32 random bits per element plus an inverse CDF).
-- ``"rademacher"``: ±1 from one random bit per element, 32 elements per random word.
+- ``"gaussian"``: exactly ``jax.random.normal``'s numbers (32 random bits per element, then
+  an inverse error function).
+- ``"rademacher"``: ±1 from one random bit per element, 32 elements per random word;
+  kurtosis 1.
 - ``"binomial"``: ``(2 K − 8) / √8`` with ``K ~ Binomial(8, ½)`` the popcount of one random
   byte, 4 elements per random word; kurtosis ``3 − 2/8 = 2.75`` (the Gaussian's is 3).
 
 The packed draws unpack along the last axis whose length is a multiple of the elements per
 word, so a leaf sharded along any axis keeps its shards local; a leaf with no such axis
 (a bias of odd length, a scalar) spends one word per element.
+
+Cost. Every random word comes from :func:`random_bits`, which returns ``jax.random.bits``'s
+words bit for bit (default ``threefry2x32`` keys) but as plain elementwise arithmetic, so
+XLA fuses the hash into whatever consumes it: the perturbed weights ``θ + σε`` and the
+update ``−λ g + √(2λ/β) ξ`` are each written in one pass, and no draw is ever stored.
+(``jax.random`` on CPU runs the hash as a loop over four buffers of the draw's size.) A
+Gaussian draw then costs a few nanoseconds per element on CPU, mostly the hash; the packed
+draws hash one word per 32 or 4 elements and cost little more than reading and writing the
+weights. ``benchmarks/cost.py`` measures all of this against an SGD step.
 """
 
 from __future__ import annotations
@@ -145,15 +156,28 @@ def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   return hi ^ lo
 
 
-def _materialize(words: jax.Array) -> jax.Array:
-  """``words``, computed into a buffer of their own rather than fused into each consumer.
+def materialize(x: jax.Array) -> jax.Array:
+  """``x``, bit for bit, computed into a buffer of its own rather than fused into consumers.
 
-  XLA fuses an elementwise producer into its consumer, so a packed word read by 32 (or 4)
-  elements would be hashed 32 (or 4) times. A reduction is never fused into its consumer,
-  so the words go through one: an OR with zero along a new axis of length 2 (the same bits).
+  XLA fuses an elementwise producer into each of its consumers. That is right for a draw read
+  once at its own size, and wrong when the consumer reads it many times: a packed word read
+  by 32 (or 4) elements would be hashed 32 (or 4) times, and a perturbed BatchNorm scale
+  broadcast over a ``(batch, length, channels)`` activation would be drawn once per
+  activation element (measured: fSGLD at 2.1× SGD's step time on a 1-D CNN, 1.08× once
+  materialised). A reduction is never fused into its consumer, so ``x`` goes through one:
+  a bitwise OR of ``x``'s bits with zero along a new axis of length 2, which returns ``x``
+  exactly.
   """
-  stacked = jnp.stack([words, jnp.zeros_like(words)], axis=-1)
-  return jax.lax.reduce(stacked, np.uint32(0), jax.lax.bitwise_or, (words.ndim,))
+  if jnp.issubdtype(x.dtype, jnp.floating):
+    bits = jax.lax.bitcast_convert_type(x, _UNSIGNED[jnp.dtype(x.dtype).itemsize])
+    return jax.lax.bitcast_convert_type(materialize(bits), x.dtype)
+  if not jnp.issubdtype(x.dtype, jnp.unsignedinteger):
+    return x
+  stacked = jnp.stack([x, jnp.zeros_like(x)], axis=-1)
+  return jax.lax.reduce(stacked, np.array(0, x.dtype), jax.lax.bitwise_or, (x.ndim,))
+
+
+_UNSIGNED = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}
 
 
 def _packed_bits(key: jax.Array, shape: tuple[int, ...], width: int) -> jax.Array:
@@ -171,7 +195,7 @@ def _packed_bits(key: jax.Array, shape: tuple[int, ...], width: int) -> jax.Arra
     return random_bits(key, shape) & mask
   axis = axes[-1]
   word_shape = (*shape[:axis], shape[axis] // per_word, *shape[axis + 1 :])
-  words = jnp.expand_dims(_materialize(random_bits(key, word_shape)), axis + 1)
+  words = jnp.expand_dims(materialize(random_bits(key, word_shape)), axis + 1)
   shifts = jnp.arange(per_word, dtype=jnp.uint32) * jnp.uint32(width)
   shifts = shifts.reshape((1,) * (axis + 1) + (per_word,) + (1,) * (len(shape) - axis - 1))
   return ((words >> shifts) & mask).reshape(shape)
