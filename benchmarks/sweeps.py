@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 import fsgld_optax
 from benchmarks.noisy_labels import Config as NoisyConfig
-from benchmarks.noisy_labels import Setting, Trainer
+from benchmarks.noisy_labels import Setting, Trainer, _fmt
 
 __all__ = ["Config", "main", "run"]
 
@@ -73,14 +73,14 @@ class Config:
 
   dataset: str = "mnist1d"
   noise: str = "symmetric:0.4"
-  epochs: int = 20
+  epochs: int = 40
   seeds: tuple[int, ...] = (0, 1)
-  lr: float = 0.1
+  lr: float = 0.2
   beta: float = 1e5
   eta: float = 0.1
   sigmas: tuple[float, ...] = (0.0, 0.01, 0.02, 0.04, 0.08, 0.16)
   n_sigma: float = 0.04
-  n_values: tuple[int, ...] = (1, 2, 4, 8)
+  n_values: tuple[int, ...] = (1, 2, 4)
   flatness: bool = True
   cnn_features: tuple[int, ...] = (16, 32, 64)
   max_steps_per_epoch: int | None = None
@@ -226,10 +226,10 @@ def markdown(results: dict[str, Any]) -> str:
     "## Sensitivity to σ and to the number of perturbations n",
     "",
     f"{c['dataset']} with {c['noise']} label noise, {c['epochs']} epochs × "
-    f"{results['steps_per_epoch']} steps, λ = {c['lr']:g}, β = {c['beta']:.0e}; clean test "
+    f"{results['steps_per_epoch']} steps, λ = {c['lr']:g}, β = {_fmt(c['beta'])}; clean test "
     f"accuracy (%) mean ± std over seeds {', '.join(str(s) for s in c['seeds'])}. "
     f"SGD (λ = {c['lr']:g}): final {_pm(sgd['final_test_acc'])}, best "
-    f"{_pm(sgd['best_test_acc'])}, Hessian trace {_pm(sgd['hessian_trace'], 1, 2)}.",
+    f"{_pm(sgd['best_test_acc'])}, Hessian trace {_pm(sgd['hessian_trace'], 1)}.",
     "",
     f"σ sweep (fSGLD, σ set explicitly; σ = 0 is SGLD; the coupled σ at this β would be "
     f"{results['coupled_sigma']:.3f}):",
@@ -240,7 +240,7 @@ def markdown(results: dict[str, Any]) -> str:
   for r in results["sigma_sweep"]:
     lines.append(
       f"| {r['sigma']:g} | {_pm(r['final_test_acc'])} | {_pm(r['best_test_acc'])} | "
-      f"{_pm(r['noisy_train_acc'])} | {_pm(r['hessian_trace'], 1, 2)} |"
+      f"{_pm(r['noisy_train_acc'])} | {_pm(r['hessian_trace'], 1)} |"
     )
   lines += [
     "",
@@ -309,7 +309,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.minorticks_off()
     ax.set_xlabel("σ")
     ax.set_ylabel(ylabel)
-    ax.set_title(f"σ sweep, β = {c['beta']:.0e}")
+    ax.set_title(f"σ sweep, β = {_fmt(c['beta'])}")
     ax.legend(fontsize=8)
   ax = axes[2]
   for mode, marker in (("plain", "o-"), ("split_batch", "s--")):
