@@ -282,7 +282,11 @@ def perturbed_value_and_grad(
     sigma = state.sigma
 
     def perturb(p: jax.Array, e: jax.Array) -> jax.Array:
-      return (p + sigma * e).astype(p.dtype) if _randomness.is_inexact(p) else p
+      # One buffer for θ + σε, so the draw is never recomputed inside the consumers that
+      # broadcast a parameter over activations (see _randomness.materialize).
+      if not _randomness.is_inexact(p):
+        return p
+      return _randomness.materialize((p + sigma * e).astype(p.dtype))
 
     def value_and_grad_at(noise: Any, *args: Any) -> Any:
       return value_and_grad(jax.tree.map(perturb, params, noise), *args, **kwargs)
