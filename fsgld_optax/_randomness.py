@@ -30,7 +30,9 @@ word, so a leaf sharded along any axis keeps its shards local; a leaf with no su
 Cost. Every random word comes from :func:`random_bits`, which returns ``jax.random.bits``'s
 words bit for bit (default ``threefry2x32`` keys) but as plain elementwise arithmetic, so
 XLA fuses the hash into whatever consumes it: the perturbed weights ``θ + σε`` and the
-update ``−λ g + √(2λ/β) ξ`` are each written in one pass, and no draw is ever stored.
+update ``−λ g + √(2λ/β) ξ`` are each written in one pass, and no draw is ever stored. The
+perturbed weights are then :func:`materialize`-d once, so that a consumer that broadcasts a
+weight over activations (a BatchNorm scale) reads it rather than redrawing it per element.
 (``jax.random`` on CPU runs the hash as a loop over four buffers of the draw's size.) A
 Gaussian draw then costs a few nanoseconds per element on CPU, mostly the hash; the packed
 draws hash one word per 32 or 4 elements and cost little more than reading and writing the
