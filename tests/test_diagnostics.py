@@ -21,8 +21,8 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from fsgld_optax import diagnostics
-from fsgld_optax.diagnostics import _common, _lanczos
+from fsgld_optax import _randomness, diagnostics
+from fsgld_optax.diagnostics import _lanczos
 
 matplotlib.use("Agg")
 
@@ -216,10 +216,10 @@ def test_invalid_batches_raise(batches):
 def test_key_forms_canonicalise_to_the_same_typed_key():
   expected = jax.random.key_data(jax.random.key(7))
   for key in (7, np.int64(7), jnp.int32(7), jax.random.key(7), expected):
-    np.testing.assert_array_equal(jax.random.key_data(_common.canonical_key(key)), expected)
+    np.testing.assert_array_equal(jax.random.key_data(_randomness.canonical_key(key)), expected)
   for bad in (0.5, True, jnp.ones(3), jax.random.split(jax.random.key(0), 2)):
     with pytest.raises((TypeError, ValueError), match="key"):
-      _common.canonical_key(bad)  # type: ignore[arg-type]
+      _randomness.canonical_key(bad)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 PyTree: TypeAlias = Any
 """A pytree of arrays, e.g. model parameters or a batch of data."""
@@ -35,28 +34,6 @@ KeyLike: TypeAlias = jax.Array | int
 
 LossFn: TypeAlias = Callable[..., jax.Array]
 """``loss_fn(params) -> scalar``, or ``loss_fn(params, batch) -> scalar`` with ``batches``."""
-
-
-def canonical_key(key: KeyLike) -> jax.Array:
-  """Returns a typed PRNG key for an int seed, a raw ``uint32[2]`` key or a typed key."""
-  if isinstance(key, bool | np.bool_):
-    raise TypeError(f"key must be an int seed or a jax.random.key, got {key!r}.")
-  if isinstance(key, int | np.integer):
-    return jax.random.key(int(key))
-  if not isinstance(key, jax.Array | np.ndarray):
-    raise TypeError(f"key must be an int seed or a jax.random.key, got {type(key).__name__}.")
-  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    if key.shape:
-      raise ValueError(f"key must be a single key, got a key array of shape {key.shape}.")
-    return key
-  if key.dtype == jnp.uint32 and key.shape == (2,):
-    return jax.random.wrap_key_data(key)
-  if jnp.issubdtype(key.dtype, jnp.integer) and key.shape == ():
-    return jax.random.key(key)
-  raise TypeError(
-    "key must be an int seed, a typed jax.random.key or a raw uint32[2] key; got an array of "
-    f"dtype {key.dtype} and shape {key.shape}."
-  )
 
 
 def _num_examples(batch: PyTree) -> int:

@@ -56,12 +56,12 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from fsgld_optax._randomness import canonical_key
 from fsgld_optax.diagnostics._common import (
   KeyLike,
   LossFn,
   PyTree,
   average_over_batches,
-  canonical_key,
 )
 from fsgld_optax.diagnostics._lanczos import lanczos
 

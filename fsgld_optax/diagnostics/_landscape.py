@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from fsgld_optax.diagnostics._common import KeyLike, LossFn, PyTree, canonical_key, mean_loss
+from fsgld_optax._randomness import canonical_key
+from fsgld_optax.diagnostics._common import KeyLike, LossFn, PyTree, mean_loss
 
 _NORM_EPSILON = 1e-10
 
