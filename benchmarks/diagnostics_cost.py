@@ -19,17 +19,12 @@ Writes ``diagnostics_cost.json`` and ``diagnostics_cost.md`` to the output folde
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import itertools
-import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -37,11 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from benchmarks import _report
 from fsgld_optax import diagnostics
 
 __all__ = ["QUICK", "Config", "main", "run"]
-
-RESULTS_DIR = Path(__file__).parent / "results"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +193,6 @@ def run(config: Config, *, progress: bool = True) -> dict[str, Any]:
   # A sanity check that the timed functions compute something sensible.
   trace = hutchinson(params, key)
   top = top_fns[max(top_fns)](params, key)
-  devices = jax.devices()
   return {
     "config": dataclasses.asdict(config),
     "data": {"source": source, "num_examples": int(x.shape[0]), "input_dim": int(x.shape[1])},
@@ -211,15 +204,7 @@ def run(config: Config, *, progress: bool = True) -> dict[str, Any]:
       "top_eigenvalues": [float(e) for e in top.eigenvalues],
       "top_residual_norms": [float(r) for r in top.residual_norms],
     },
-    "environment": {
-      "jax": jax.__version__,
-      "backend": jax.default_backend(),
-      "device": devices[0].device_kind,
-      "cpu_count": os.cpu_count(),
-      "load_average_1min": os.getloadavg()[0],
-      "python": platform.python_version(),
-      "machine": platform.machine(),
-    },
+    "environment": _report.environment(),
   }
 
 
@@ -266,29 +251,17 @@ def markdown(results: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def write(results: dict[str, Any], out_dir: Path, name: str = "diagnostics_cost") -> list[Path]:
-  """Writes JSON and Markdown; returns their paths."""
-  out_dir.mkdir(parents=True, exist_ok=True)
-  paths = [out_dir / f"{name}.json", out_dir / f"{name}.md"]
-  paths[0].write_text(json.dumps(results, indent=2) + "\n")
-  paths[1].write_text(markdown(results))
-  return paths
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Command line: ``python -m benchmarks.diagnostics_cost [--quick] [--out DIR]``."""
-  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="small smoke run")
-  parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
-  parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-  args = parser.parse_args(argv)
-  config = QUICK if args.quick else Config()
-  results = run(config, progress=not args.no_progress)
-  results["quick"] = args.quick
-  paths = write(results, args.out)
-  print(markdown(results))
-  print("wrote", ", ".join(str(p) for p in paths))
-  return results
+  """``python -m benchmarks.diagnostics_cost [--quick] [--out DIR] [--no-progress]``."""
+  return _report.main(
+    argv,
+    name="diagnostics_cost",
+    description=__doc__,
+    run=run,
+    config=Config(),
+    quick_config=QUICK,
+    markdown=markdown,
+  )
 
 
 if __name__ == "__main__":

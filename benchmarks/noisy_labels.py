@@ -42,11 +42,8 @@ Reduced scale (to fit about 30 minutes on 2 CPU cores): MNIST-1D with a narrower
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
-import platform
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -60,7 +57,7 @@ from tqdm.auto import tqdm
 
 import fsgld_optax
 import fsgld_optax.flax
-from benchmarks import data, models
+from benchmarks import _report, data, models
 from benchmarks.optimizers import OPTIMIZERS, make_optimizer
 from benchmarks.train import init_state, make_loss, make_train_step
 
@@ -74,7 +71,6 @@ __all__ = [
   "run",
 ]
 
-RESULTS_DIR = Path(__file__).parent / "results"
 
 METHODS = OPTIMIZERS  # ("sgd", "sam", "sgld", "rwp", "fsgld")
 LABELS = {"sgd": "SGD", "sam": "SAM", "sgld": "SGLD", "rwp": "RWP", "fsgld": "fSGLD"}
@@ -554,11 +550,7 @@ def run(config: Config, *, progress: bool = True) -> dict[str, Any]:
     "config": dataclasses.asdict(config),
     "grids": {m: config.grid(m) for m in config.methods},
     "settings": settings_out,
-    "environment": {
-      "jax": jax.__version__,
-      "backend": jax.default_backend(),
-      "platform": platform.platform(),
-    },
+    "environment": _report.environment(),
     "wall_time_s": time.perf_counter() - start,
   }
 
@@ -680,29 +672,18 @@ def plot(results: dict[str, Any], path: Path) -> None:
   plt.close(fig)
 
 
-def write(results: dict[str, Any], out_dir: Path, name: str = "noisy_labels") -> list[Path]:
-  """Writes JSON, Markdown and PNG; returns their paths."""
-  out_dir.mkdir(parents=True, exist_ok=True)
-  paths = [out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png"]
-  paths[0].write_text(json.dumps(results, indent=1) + "\n")
-  paths[1].write_text(markdown(results))
-  plot(results, paths[2])
-  return paths
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Command line: ``python -m benchmarks.noisy_labels [--quick] [--out DIR]``."""
-  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="small smoke run (< 60 s)")
-  parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
-  parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-  args = parser.parse_args(argv)
-  config = QUICK if args.quick else Config()
-  results = run(config, progress=not args.no_progress)
-  results["quick"] = args.quick
-  paths = write(results, args.out)
-  print(markdown(results))
-  print("wrote", ", ".join(str(p) for p in paths))
+  """``python -m benchmarks.noisy_labels [--quick] [--out DIR] [--no-progress]``."""
+  results = _report.main(
+    argv,
+    name="noisy_labels",
+    description=__doc__,
+    run=run,
+    config=Config(),
+    quick_config=QUICK,
+    markdown=markdown,
+    plot=plot,
+  )
   if not all(
     math.isfinite(r["final_test_acc"]["mean"] or 0.0)
     for s in results["settings"]

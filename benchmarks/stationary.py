@@ -49,11 +49,8 @@ Writes ``stationary.json``, ``stationary.md`` and ``stationary.png`` to the outp
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
-import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -66,6 +63,7 @@ from numpy.polynomial.hermite_e import hermegauss
 from tqdm.auto import tqdm
 
 import fsgld_optax
+from benchmarks import _report
 
 __all__ = ["Config", "main", "run"]
 
@@ -73,8 +71,6 @@ KAPPA_SHARP = 24.0
 KAPPA_FLAT = 6.0
 _A = (KAPPA_SHARP + KAPPA_FLAT) / 16
 _B = (KAPPA_FLAT - KAPPA_SHARP) / (16 * math.tanh(1.0))
-
-RESULTS_DIR = Path(__file__).parent / "results"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -395,11 +391,7 @@ def run(config: Config, *, progress: bool = True) -> dict[str, Any]:
       "sgld": histogram(chains["sgld"][-1], edges)[1:-1].tolist(),
       "fsgld": histogram(chains["fsgld"][-1], edges)[1:-1].tolist(),
     },
-    "environment": {
-      "jax": jax.__version__,
-      "backend": jax.default_backend(),
-      "platform": platform.platform(),
-    },
+    "environment": _report.environment(),
     "wall_time_s": time.perf_counter() - start,
   }
 
@@ -560,30 +552,18 @@ def plot(results: dict[str, Any], path: Path) -> None:
   plt.close(fig)
 
 
-def write(results: dict[str, Any], out_dir: Path, name: str = "stationary") -> list[Path]:
-  """Writes JSON, Markdown and PNG; returns their paths."""
-  out_dir.mkdir(parents=True, exist_ok=True)
-  paths = [out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png"]
-  paths[0].write_text(json.dumps(results, indent=2) + "\n")
-  paths[1].write_text(markdown(results))
-  plot(results, paths[2])
-  return paths
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Command line: ``python -m benchmarks.stationary [--quick] [--out DIR]``."""
-  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="small smoke run (< 60 s)")
-  parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
-  parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-  args = parser.parse_args(argv)
-  config = QUICK if args.quick else Config()
-  results = run(config, progress=not args.no_progress)
-  results["quick"] = args.quick
-  paths = write(results, args.out)
-  print(markdown(results))
-  print("wrote", ", ".join(str(p) for p in paths))
-  return results
+  """``python -m benchmarks.stationary [--quick] [--out DIR] [--no-progress]``."""
+  return _report.main(
+    argv,
+    name="stationary",
+    description=__doc__,
+    run=run,
+    config=Config(),
+    quick_config=QUICK,
+    markdown=markdown,
+    plot=plot,
+  )
 
 
 if __name__ == "__main__":

@@ -25,26 +25,21 @@ writes ``sweeps.json``, ``sweeps.md`` and ``sweeps.png`` to the output folder.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 from tqdm.auto import tqdm
 
 import fsgld_optax
+from benchmarks import _report
 from benchmarks.noisy_labels import Config as NoisyConfig
 from benchmarks.noisy_labels import Setting, Trainer, _fmt
 
 __all__ = ["Config", "main", "run"]
-
-RESULTS_DIR = Path(__file__).parent / "results"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,11 +193,7 @@ def run(config: Config, *, progress: bool = True) -> dict[str, Any]:
     "sigma_sweep": sigma_rows,
     "n_sweep": n_rows,
     "runs": runs,
-    "environment": {
-      "jax": jax.__version__,
-      "backend": jax.default_backend(),
-      "platform": platform.platform(),
-    },
+    "environment": _report.environment(),
     "wall_time_s": time.perf_counter() - start,
   }
 
@@ -335,30 +326,18 @@ def plot(results: dict[str, Any], path: Path) -> None:
   plt.close(fig)
 
 
-def write(results: dict[str, Any], out_dir: Path, name: str = "sweeps") -> list[Path]:
-  """Writes JSON, Markdown and PNG; returns their paths."""
-  out_dir.mkdir(parents=True, exist_ok=True)
-  paths = [out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png"]
-  paths[0].write_text(json.dumps(results, indent=1) + "\n")
-  paths[1].write_text(markdown(results))
-  plot(results, paths[2])
-  return paths
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Command line: ``python -m benchmarks.sweeps [--quick] [--out DIR]``."""
-  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="small smoke run (< 60 s)")
-  parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
-  parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-  args = parser.parse_args(argv)
-  config = QUICK if args.quick else Config()
-  results = run(config, progress=not args.no_progress)
-  results["quick"] = args.quick
-  paths = write(results, args.out)
-  print(markdown(results))
-  print("wrote", ", ".join(str(p) for p in paths))
-  return results
+  """``python -m benchmarks.sweeps [--quick] [--out DIR] [--no-progress]``."""
+  return _report.main(
+    argv,
+    name="sweeps",
+    description=__doc__,
+    run=run,
+    config=Config(),
+    quick_config=QUICK,
+    markdown=markdown,
+    plot=plot,
+  )
 
 
 if __name__ == "__main__":
