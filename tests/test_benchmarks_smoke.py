@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import noisy_labels, stationary, sweeps
+from benchmarks import diagnostics_cost, noisy_labels, stationary, sweeps
 
 pytestmark = pytest.mark.slow
 
@@ -97,3 +97,24 @@ def test_sweeps_quick(tmp_path: Path) -> None:
   for row in r["n_sweep"]:
     expected = 1 if row["mode"] != "plain" else row["n"]
     assert row["gradient_passes_per_step"] == expected
+
+
+def test_diagnostics_cost_quick(tmp_path: Path) -> None:
+  diagnostics_cost.main(["--quick", "--no-progress", "--out", str(tmp_path)])
+  assert (tmp_path / "diagnostics_cost.md").read_text().startswith("# Cost of the curvature")
+  r = json.loads((tmp_path / "diagnostics_cost.json").read_text())
+  assert r["quick"] is True
+  config, rows = r["config"], {row["name"]: row for row in r["results"]}
+  assert rows["gradient"]["ratio_to_gradient"] == 1.0
+  for row in rows.values():
+    assert len(row["times_s"]) == config["repeats"]
+    assert min(row["times_s"]) == row["min_s"] <= row["median_s"]
+    assert math.isfinite(row["ratio_to_gradient"]) and row["ratio_to_gradient"] > 0
+  probes = config["hutchinson_probes"]
+  assert rows[f"Hutchinson trace, {probes} probes"]["hessian_vector_products"] == probes
+  estimates = r["estimates"]
+  assert 0 < estimates["trace_stderr"] < abs(estimates["trace"])
+  top = estimates["top_eigenvalues"]
+  assert len(top) == config["top_k"] and top == sorted(top, reverse=True)
+  # Lanczos converges from the top: the largest Ritz pair is accurate.
+  assert estimates["top_residual_norms"][0] < 1e-3 * abs(top[0])
