@@ -7,7 +7,9 @@ weight decay 5e-4, batch 128, no momentum), clean test accuracy mean ± std over
 * **σ sweep** (Fig. 2): fSGLD at a fixed β with σ set explicitly (not coupled), from σ = 0
   (which is SGLD at that β) upwards; the coupled value σ = β^{-(1+η)/4}, η = 0.1, is marked.
   Also the Hessian trace of the final models (Hutchinson, as in the noisy-label benchmark),
-  to show how the flatness of the solution follows σ. SGD is the reference line.
+  to show how the flatness of the solution follows σ. SGD is the reference line. At every
+  σ > 0 the same run without Langevin noise (β = ∞: random weight perturbation, RWP) isolates
+  what the Langevin term adds to the smoothing.
 * **n sweep** (Fig. 3): n perturbations per step, averaged,
 
   .. math::
@@ -59,6 +61,7 @@ class Config:
     n_sigma: σ of the n sweep (one of ``sigmas``, so that n = 1 reuses that run).
     n_values: numbers of perturbations of the n sweep.
     flatness: Hessian trace of the σ-sweep models.
+    rwp: also run RWP (fSGLD with β = ∞) at every σ > 0 of the σ sweep.
     cnn_features: channels of the 1-D CNN.
     max_steps_per_epoch: cap on steps per epoch (quick runs).
     val_fraction: held-out fraction, as in the noisy-label benchmark (same training split).
@@ -77,6 +80,7 @@ class Config:
   n_sigma: float = 0.04
   n_values: tuple[int, ...] = (1, 2, 4)
   flatness: bool = True
+  rwp: bool = True
   cnn_features: tuple[int, ...] = (16, 32, 64)
   max_steps_per_epoch: int | None = None
   val_fraction: float = 0.15
@@ -133,6 +137,9 @@ def run(config: Config, *, progress: bool = True) -> dict[str, Any]:
   for sigma in config.sigmas:
     hparams = {"lr": config.lr, "beta": config.beta, "sigma": sigma}
     jobs.append((f"sigma:{sigma:g}", "fsgld", hparams, config.flatness, 1))
+    if config.rwp and sigma > 0:
+      hparams = {"lr": config.lr, "sigma": sigma}
+      jobs.append((f"rwp:{sigma:g}", "rwp", hparams, config.flatness, 1))
   for n in config.n_values:
     if n == 1:
       continue
@@ -169,7 +176,12 @@ def run(config: Config, *, progress: bool = True) -> dict[str, Any]:
       for metric in ("final_test_acc", "best_test_acc", "noisy_train_acc", "hessian_trace")
     }
 
-  sigma_rows = [{"sigma": s} | stats(f"sigma:{s:g}") for s in config.sigmas]
+  sigma_rows = [
+    {"sigma": s}
+    | stats(f"sigma:{s:g}")
+    | {"rwp": stats(f"rwp:{s:g}") if f"rwp:{s:g}" in runs else None}
+    for s in config.sigmas
+  ]
   n_rows = []
   for n in config.n_values:
     for split in (False, True):
@@ -223,15 +235,23 @@ def markdown(results: dict[str, Any]) -> str:
     f"{_pm(sgd['best_test_acc'])}, Hessian trace {_pm(sgd['hessian_trace'], 1)}.",
     "",
     f"σ sweep (fSGLD, σ set explicitly; σ = 0 is SGLD; the coupled σ at this β would be "
-    f"{results['coupled_sigma']:.3f}):",
+    f"{results['coupled_sigma']:.3f}; RWP is the same run with β = ∞, no Langevin noise):",
     "",
-    "| σ | final test acc | best test acc | noisy-train acc | Hessian trace |",
-    "|---|---|---|---|---|",
+    "| σ | final test acc | best test acc | noisy-train acc | Hessian trace "
+    "| RWP final test acc | RWP noisy-train acc | RWP Hessian trace |",
+    "|---|---|---|---|---|---|---|---|",
   ]
   for r in results["sigma_sweep"]:
+    rwp = r["rwp"]
     lines.append(
       f"| {r['sigma']:g} | {_pm(r['final_test_acc'])} | {_pm(r['best_test_acc'])} | "
-      f"{_pm(r['noisy_train_acc'])} | {_pm(r['hessian_trace'], 1)} |"
+      f"{_pm(r['noisy_train_acc'])} | {_pm(r['hessian_trace'], 1)} | "
+      + (
+        "– | – | – |"
+        if rwp is None
+        else f"{_pm(rwp['final_test_acc'])} | {_pm(rwp['noisy_train_acc'])} | "
+        f"{_pm(rwp['hessian_trace'], 1)} |"
+      )
     )
   lines += [
     "",
@@ -293,6 +313,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
       capsize=4,
       label="fSGLD",
     )
+    rwp = [(xi, r["rwp"]) for xi, r in zip(x, rows, strict=True) if r["rwp"] is not None]
+    if rwp and all(r[metric]["mean"] is not None for _, r in rwp):
+      ax.errorbar(
+        [xi for xi, _ in rwp],
+        [scale * r[metric]["mean"] for _, r in rwp],
+        yerr=[scale * (r[metric]["std"] or 0.0) for _, r in rwp],
+        fmt="s--",
+        capsize=4,
+        label="RWP (β = ∞)",
+      )
     band(ax, sgd[metric], scale, "SGD (± std)")
     ax.axvline(results["coupled_sigma"], color="C3", ls=":", label="coupled σ(β)")
     ax.set_xscale("log")

@@ -88,6 +88,11 @@ def test_sweeps_quick(tmp_path: Path) -> None:
   r = run_quick(sweeps, "sweeps", tmp_path)
   config = r["config"]
   assert [row["sigma"] for row in r["sigma_sweep"]] == config["sigmas"]
+  for row in r["sigma_sweep"]:
+    # RWP (β = ∞) at every σ > 0; at σ = 0 it would be SGD, the reference row.
+    assert (row["rwp"] is None) == (row["sigma"] == 0)
+    if row["rwp"] is not None:
+      assert is_fraction(row["rwp"]["final_test_acc"]["mean"])
   modes = {(row["n"], row["mode"]) for row in r["n_sweep"]}
   assert (1, "both") in modes
   assert {(n, m) for n in config["n_values"][1:] for m in ("plain", "split_batch")} <= modes
