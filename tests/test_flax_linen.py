@@ -72,8 +72,10 @@ def assert_tree_allclose(actual: Any, expected: Any) -> None:
   )
 
 
-@pytest.mark.parametrize(("n", "split_batch"), [(1, False), (3, False), (2, True)])
-def test_step_matches_reference(n: int, split_batch: bool) -> None:
+@pytest.mark.parametrize(
+  ("n", "split_batch", "group"), [(1, False, None), (3, False, None), (2, True, None), (4, True, 1)]
+)
+def test_step_matches_reference(n: int, split_batch: bool, group: int | None) -> None:
   state = make_state(weight_decay=1e-2)
   x, y = data()
   p0 = state.params
@@ -103,7 +105,9 @@ def test_step_matches_reference(n: int, split_batch: bool) -> None:
   old = state.batch_stats["norm"]
 
   step = jax.jit(
-    fsgld_optax.flax.linen_train_step(loss_fn, n_perturbations=n, split_batch=split_batch)
+    fsgld_optax.flax.linen_train_step(
+      loss_fn, n_perturbations=n, split_batch=split_batch, perturbation_batch_size=group
+    )
   )
   new_state, loss = step(state, x, y)
   np.testing.assert_allclose(loss, np.mean(losses), rtol=1e-5)

@@ -82,8 +82,10 @@ def assert_tree_allclose(actual: Any, expected: Any, rtol: float = 1e-5) -> None
   )
 
 
-@pytest.mark.parametrize(("n", "split_batch"), [(1, False), (3, False), (2, True)])
-def test_step_matches_reference(n: int, split_batch: bool) -> None:
+@pytest.mark.parametrize(
+  ("n", "split_batch", "group"), [(1, False, None), (3, False, None), (2, True, None), (4, True, 1)]
+)
+def test_step_matches_reference(n: int, split_batch: bool, group: int | None) -> None:
   model, optimizer = make()
   x, y = data()
   params = nnx.split(model, nnx.Param, ...)[1]
@@ -121,7 +123,9 @@ def test_step_matches_reference(n: int, split_batch: bool) -> None:
     lambda p, g, z: p - LR * g + np.sqrt(2 * LR / BETA) * z, p0, mean_grad, xi_noise
   )
 
-  grad_fn = fsgld_optax.flax.nnx_value_and_grad(loss_fn, n_perturbations=n, split_batch=split_batch)
+  grad_fn = fsgld_optax.flax.nnx_value_and_grad(
+    loss_fn, n_perturbations=n, split_batch=split_batch, perturbation_batch_size=group
+  )
 
   @nnx.jit
   def train_step(model: Net, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array) -> jax.Array:

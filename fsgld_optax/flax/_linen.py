@@ -34,6 +34,7 @@ def linen_train_step(
   axis_name: str | None = None,
   per_device_perturbations: bool = False,
   perturbation: PerturbationDistribution = "gaussian",
+  perturbation_batch_size: int | None = None,
 ) -> Callable[..., tuple[TrainState, Any]]:
   r"""Builds an fSGLD train step for a Linen model with BatchNorm statistics.
 
@@ -73,6 +74,9 @@ def linen_train_step(
       statistics over this axis.
     per_device_perturbations: with ``axis_name``, draw a different ε on each device.
     perturbation: ``"gaussian"`` (the paper) or ``"rademacher"``.
+    perturbation_batch_size: how many of the n perturbations to evaluate at once; ``None``
+      (default) all n. ``1`` is the fast choice for convolutional networks on CPU (see
+      :func:`~fsgld_optax.perturbed_value_and_grad`).
 
   Returns:
     ``step(state, *batch, **kwargs) -> (new_state, loss)`` (``(new_state, (loss, aux))`` with
@@ -117,6 +121,7 @@ def linen_train_step(
     axis_name=axis_name,
     per_device_perturbations=per_device_perturbations,
     perturbation=perturbation,
+    perturbation_batch_size=perturbation_batch_size,
   )
   perturbed_value_and_grad(loss_fn, **options)  # Validates the options now.
 

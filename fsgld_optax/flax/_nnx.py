@@ -30,6 +30,7 @@ def nnx_value_and_grad(
   axis_name: str | None = None,
   per_device_perturbations: bool = False,
   perturbation: PerturbationDistribution = "gaussian",
+  perturbation_batch_size: int | None = None,
 ) -> Callable[..., Any]:
   r"""Mean loss and gradient of an NNX module at n random perturbations of its parameters.
 
@@ -81,6 +82,9 @@ def nnx_value_and_grad(
       The state written back to ``model`` is per device.
     per_device_perturbations: with ``axis_name``, draw a different ε on each device.
     perturbation: ``"gaussian"`` (the paper) or ``"rademacher"``.
+    perturbation_batch_size: how many of the n perturbations to evaluate at once; ``None``
+      (default) all n. ``1`` is the fast choice for convolutional networks on CPU (see
+      :func:`~fsgld_optax.perturbed_value_and_grad`).
 
   Returns:
     ``f(model, optimizer, *args, **kwargs) -> (loss, grads)`` (or ``((loss, aux), grads)``),
@@ -125,6 +129,7 @@ def nnx_value_and_grad(
     axis_name=axis_name,
     per_device_perturbations=per_device_perturbations,
     perturbation=perturbation,
+    perturbation_batch_size=perturbation_batch_size,
   )
   # Validates the options now rather than at the first call.
   perturbed_value_and_grad(loss_fn, has_aux=True, **options)
