@@ -709,6 +709,7 @@ def markdown(results: dict[str, Any]) -> str:
 def plot(results: dict[str, Any], path: Path) -> None:
   """Bar charts of the step time over SGD's and the extra temp memory, one row per workload."""
   from matplotlib.figure import Figure
+  from matplotlib.ticker import NullFormatter
 
   workloads = results["workloads"]
   height = max(len(w["rows"]) for w in workloads) * 0.28 + 1.2
@@ -718,18 +719,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
     names = [r["name"] for r in w["rows"]]
     ypos = np.arange(len(names))
     colors = [
-      "tab:gray"
-      if r["kind"] in ("sgd", "draws")
-      else "tab:red"
-      if r["kind"] == "sam"
-      else "tab:orange"
-      if r["cheap"]
-      else "tab:blue"
+      {"sgd": "tab:gray", "draws": "tab:gray", "sam": "tab:red", "sgld": "tab:green"}.get(
+        r["kind"], "tab:orange" if r["cheap"] else "tab:blue"
+      )
       for r in w["rows"]
     ]
     ax_time.barh(ypos, [r["ratio_to_sgd"] for r in w["rows"]], color=colors)
     ax_time.axvline(1.0, color="k", lw=0.8, ls="--")
     ax_time.set_xscale("log")
+    ax_time.xaxis.set_minor_formatter(NullFormatter())
     ax_time.set_yticks(ypos, names, fontsize=7)
     ax_time.invert_yaxis()
     ax_time.set_xlabel("step time / SGD step time")
