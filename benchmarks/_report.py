@@ -9,6 +9,7 @@ import os
 import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import jax
@@ -50,33 +51,28 @@ def write(
   return paths
 
 
-def main(
-  argv: Sequence[str] | None,
-  *,
-  name: str,
-  description: str | None,
-  run: Callable[..., dict[str, Any]],
-  config: Any,
-  quick_config: Any,
-  markdown: Callable[[dict[str, Any]], str],
-  plot: Callable[[dict[str, Any], Path], None] | None = None,
-) -> dict[str, Any]:
+def main(argv: Sequence[str] | None, benchmark: ModuleType) -> dict[str, Any]:
   """The command line ``python -m benchmarks.<name> [--quick] [--out DIR] [--no-progress]``.
 
-  Runs ``run(config, progress=...)`` (``quick_config`` with ``--quick``), records whether the
-  run was quick, writes the results with :func:`write`, prints the Markdown report and the
-  paths written, and returns the results.
+  ``benchmark`` is the benchmark's module: its docstring describes it, and it defines
+  ``run(config, *, progress)``, the configurations ``DEFAULT`` and ``QUICK`` (with
+  ``--quick``), ``markdown(results)`` and, if it draws a figure, ``plot(results, path)``.
+  Records whether the run was quick, writes the results with :func:`write`, prints the
+  Markdown report and the paths written, and returns the results.
   """
+  name = benchmark.__name__.rsplit(".", 1)[-1]
   parser = argparse.ArgumentParser(
-    prog=f"python -m benchmarks.{name}", description=(description or "").split("\n")[0]
+    prog=f"python -m benchmarks.{name}", description=(benchmark.__doc__ or "").split("\n")[0]
   )
   parser.add_argument("--quick", action="store_true", help="a small smoke run")
   parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
   parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
   args = parser.parse_args(argv)
-  results = run(quick_config if args.quick else config, progress=not args.no_progress)
+  config = benchmark.QUICK if args.quick else benchmark.DEFAULT
+  results = benchmark.run(config, progress=not args.no_progress)
   results["quick"] = args.quick
-  paths = write(results, args.out, name, markdown, plot)
-  print(markdown(results))
-  print("wrote", ", ".join(str(p) for p in paths))
+  plot = getattr(benchmark, "plot", None)
+  paths = write(results, args.out, name, benchmark.markdown, plot)
+  print(benchmark.markdown(results))
+  print("wrote", ", ".join(str(x) for x in paths))
   return results

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -347,14 +348,15 @@ def memory(compiled: Any) -> dict[str, int | None]:
   stats = compiled.memory_analysis()
   if stats is None:  # pragma: no cover - some backends report nothing
     return {"temp": None, "argument": None, "output": None, "alias": None, "peak": None}
-  out = {
-    "temp": int(stats.temp_size_in_bytes),
-    "argument": int(stats.argument_size_in_bytes),
-    "output": int(stats.output_size_in_bytes),
-    "alias": int(stats.alias_size_in_bytes),
+  temp, argument = int(stats.temp_size_in_bytes), int(stats.argument_size_in_bytes)
+  output, alias = int(stats.output_size_in_bytes), int(stats.alias_size_in_bytes)
+  return {
+    "temp": temp,
+    "argument": argument,
+    "output": output,
+    "alias": alias,
+    "peak": argument + output - alias + temp,
   }
-  out["peak"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
-  return out
 
 
 def tree_bytes(tree: Any) -> int:
@@ -744,16 +746,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """``python -m benchmarks.cost [--quick] [--out DIR] [--no-progress]``."""
-  return _report.main(
-    argv,
-    name="cost",
-    description=__doc__,
-    run=run,
-    config=DEFAULT,
-    quick_config=QUICK,
-    markdown=markdown,
-    plot=plot,
-  )
+  return _report.main(argv, sys.modules[__name__])
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import itertools
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -53,6 +54,7 @@ class Config:
   seed: int = 0
 
 
+DEFAULT = Config()
 QUICK = Config(num_examples=256, repeats=3, lanczos_steps=(16,), density_probes=2)
 
 
@@ -253,15 +255,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """``python -m benchmarks.diagnostics_cost [--quick] [--out DIR] [--no-progress]``."""
-  return _report.main(
-    argv,
-    name="diagnostics_cost",
-    description=__doc__,
-    run=run,
-    config=Config(),
-    quick_config=QUICK,
-    markdown=markdown,
-  )
+  return _report.main(argv, sys.modules[__name__])
 
 
 if __name__ == "__main__":

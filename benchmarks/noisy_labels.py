@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -155,6 +156,7 @@ class Config:
     return GRIDS[method]
 
 
+DEFAULT = Config()
 QUICK = Config(
   settings=(Setting("digits", "symmetric:0.4", 3),),
   seeds=(0, 1),
@@ -674,16 +676,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """``python -m benchmarks.noisy_labels [--quick] [--out DIR] [--no-progress]``."""
-  results = _report.main(
-    argv,
-    name="noisy_labels",
-    description=__doc__,
-    run=run,
-    config=Config(),
-    quick_config=QUICK,
-    markdown=markdown,
-    plot=plot,
-  )
+  results = _report.main(argv, sys.modules[__name__])
   if not all(
     math.isfinite(r["final_test_acc"]["mean"] or 0.0)
     for s in results["settings"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import jax
 import optax
@@ -86,7 +86,7 @@ def make_optimizer(
   eta: float = 0.1,
   rho: float = 0.05,
   momentum: float = 0.0,
-  langevin_noise: str = "gaussian",
+  langevin_noise: Literal["gaussian", "binomial"] = "gaussian",
 ) -> Optimizer:
   """Builds one of :data:`OPTIMIZERS` with :func:`paper_schedule`.
 
@@ -112,7 +112,6 @@ def make_optimizer(
     ValueError: for an unknown name or ``rwp`` without ``sigma``.
   """
   schedule = paper_schedule(learning_rate, total_steps)
-  noise: Any = langevin_noise
   sgd = optax.chain(
     optax.add_decayed_weights(weight_decay),
     optax.sgd(schedule, momentum=momentum or None),
@@ -124,7 +123,9 @@ def make_optimizer(
     tx = optax.contrib.sam(sgd, adversary, opaque_mode=True)
     return Optimizer(name, tx, "sam", schedule)
   if name == "sgld":
-    tx = fsgld_optax.sgld(schedule, beta, weight_decay=weight_decay, key=key, langevin_noise=noise)
+    tx = fsgld_optax.sgld(
+      schedule, beta, weight_decay=weight_decay, key=key, langevin_noise=langevin_noise
+    )
     return Optimizer(name, tx, "plain", schedule)
   if name == "rwp":
     if sigma is None:
@@ -139,7 +140,7 @@ def make_optimizer(
       eta=eta,
       weight_decay=weight_decay,
       key=key,
-      langevin_noise=noise,
+      langevin_noise=langevin_noise,
     )
     return Optimizer(name, tx, "perturbed", schedule)
   raise ValueError(f"Unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}.")

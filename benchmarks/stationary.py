@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -110,6 +111,7 @@ class Config:
   seed: int = 0
 
 
+DEFAULT = Config()
 QUICK = Config(
   learning_rate=2e-3,
   num_steps=2_000,
@@ -554,16 +556,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """``python -m benchmarks.stationary [--quick] [--out DIR] [--no-progress]``."""
-  return _report.main(
-    argv,
-    name="stationary",
-    description=__doc__,
-    run=run,
-    config=Config(),
-    quick_config=QUICK,
-    markdown=markdown,
-    plot=plot,
-  )
+  return _report.main(argv, sys.modules[__name__])
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ writes ``sweeps.json``, ``sweeps.md`` and ``sweeps.png`` to the output folder.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,6 +95,7 @@ class Config:
       raise ValueError("n_values must contain 1.")
 
 
+DEFAULT = Config()
 QUICK = Config(
   epochs=2,
   seeds=(0, 1),
@@ -358,16 +360,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """``python -m benchmarks.sweeps [--quick] [--out DIR] [--no-progress]``."""
-  return _report.main(
-    argv,
-    name="sweeps",
-    description=__doc__,
-    run=run,
-    config=Config(),
-    quick_config=QUICK,
-    markdown=markdown,
-    plot=plot,
-  )
+  return _report.main(argv, sys.modules[__name__])
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -90,6 +90,9 @@ _INIT_STREAM, _OPTIMIZER_STREAM, _ORDER_STREAM, _AUGMENT_STREAM = 0, 1, 2, 3
 
 # Fields that may differ between an interrupted run and its resumption.
 _RESUMABLE_FIELDS = ("resume", "stop_after", "progress", "out")
+
+Perturbation = Literal["gaussian", "rademacher"]
+LangevinNoise = Literal["gaussian", "binomial"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,8 +147,8 @@ class TrainConfig:
   momentum: float = 0.0
   weight_decay: float = 5e-4
   n_perturbations: int = 1
-  perturbation: str = "gaussian"
-  langevin_noise: str = "gaussian"
+  perturbation: Perturbation = "gaussian"
+  langevin_noise: LangevinNoise = "gaussian"
   seed: int = 0
   val_fraction: float = 0.0
   augment: bool | None = None
@@ -179,7 +182,8 @@ class TrainConfig:
   @classmethod
   def from_json(cls, values: dict[str, Any]) -> TrainConfig:
     """Inverse of :meth:`to_json`."""
-    return cls(**{k: (math.inf if v == "inf" else v) for k, v in values.items()})
+    kwargs: dict[str, Any] = {k: (math.inf if v == "inf" else v) for k, v in values.items()}
+    return cls(**kwargs)
 
 
 def _jsonable(value: Any) -> Any:
@@ -264,7 +268,7 @@ def make_train_step(
   loss_fn: Callable[..., Any],
   *,
   n_perturbations: int = 1,
-  perturbation: str = "gaussian",
+  perturbation: Perturbation = "gaussian",
   augment_key: jax.Array | None = None,
 ) -> Callable[..., tuple[fsgld_optax.flax.TrainState, jax.Array]]:
   """``step(state, x, y) -> (state, loss)`` for ``optimizer``'s kind of gradient."""
@@ -289,7 +293,7 @@ def make_train_step(
     def adversarial_grad(params: Any, _: Any) -> Any:
       return jax.grad(loss_fn, has_aux=True)(params, state.batch_stats, x, y)[0]
 
-    updates, opt_state = state.tx.update(
+    updates, opt_state = optax.with_extra_args_support(state.tx).update(
       grads, state.opt_state, state.params, grad_fn=adversarial_grad
     )
     new_state = state.replace(
@@ -420,8 +424,8 @@ class _Spec:
   rho: float
   momentum: float
   n_perturbations: int
-  perturbation: str
-  langevin_noise: str
+  perturbation: Perturbation
+  langevin_noise: LangevinNoise
   augment: bool
 
 
@@ -443,7 +447,7 @@ def _functions(spec: _Spec) -> _Functions:
   """
   keys = _keys(spec.seed)
   kwargs = {} if spec.width is None else {"width": spec.width}
-  model = models.create_model(spec.model, spec.num_classes, **kwargs)
+  model: Any = models.create_model(spec.model, spec.num_classes, **kwargs)
   if not hasattr(model, "init"):
     raise ValueError(f"The training CLI runs Linen models; {spec.model!r} is not one.")
   optimizer = make_optimizer(
@@ -597,8 +601,8 @@ def train(
       record = {
         "epoch": epoch + 1,
         "step": (epoch + 1) * steps_per_epoch,
-        "lr": float(optimizer.schedule((epoch + 1) * steps_per_epoch - 1)),
-        "train_loss": float(loss_sum) / steps_per_epoch,
+        "lr": jnp.asarray(optimizer.schedule((epoch + 1) * steps_per_epoch - 1)).item(),
+        "train_loss": loss_sum.item() / steps_per_epoch,
         **metrics,
         "sec_per_step": seconds / steps_per_epoch,
       }
