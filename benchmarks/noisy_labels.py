@@ -350,10 +350,7 @@ class Trainer:
       # by the same optimizer built with another seed's key runs that seed's noise.
       optimizer = build(keys["optimizer"])
       loss_fn = make_loss(model.apply, has_batch_stats)
-      if split:
-        step = fsgld_optax.flax.linen_train_step(loss_fn, n_perturbations=n, split_batch=True)
-      else:
-        step = make_train_step(optimizer, loss_fn, n_perturbations=n)
+      step = make_train_step(optimizer, loss_fn, n_perturbations=n, split_batch=split)
       self._steps[cache_key] = (optimizer, jax.jit(step))
     optimizer, step = self._steps[cache_key]
     state = init_state(model, optimizer, ds.x_train, keys["init"])

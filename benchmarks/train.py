@@ -118,6 +118,10 @@ class TrainConfig:
     momentum: momentum of ``sgd`` and of SAM's outer step.
     weight_decay: L2 coefficient added to the gradient.
     n_perturbations: perturbations per step (``rwp``, ``fsgld``).
+    split_batch: give each perturbation its own ``1/n`` slice of the batch (one gradient's
+      cost per step); ``batch_size`` must divide by ``n_perturbations``.
+    perturbation_batch_size: perturbations evaluated at once (``None``: all n; ``1`` is the
+      fast choice for convolutional networks on CPU); must divide ``n_perturbations``.
     perturbation: distribution of ε, ``"gaussian"`` or ``"rademacher"`` (``rwp``, ``fsgld``).
     langevin_noise: distribution of ξ, ``"gaussian"`` or ``"binomial"`` (``sgld``, ``fsgld``).
     seed: seed of the label noise, the initialisation, the batch order and the optimizer.
@@ -147,6 +151,8 @@ class TrainConfig:
   momentum: float = 0.0
   weight_decay: float = 5e-4
   n_perturbations: int = 1
+  split_batch: bool = False
+  perturbation_batch_size: int | None = None
   perturbation: Perturbation = "gaussian"
   langevin_noise: LangevinNoise = "gaussian"
   seed: int = 0
@@ -170,6 +176,17 @@ class TrainConfig:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
     if self.n_perturbations > 1 and self.optimizer not in ("rwp", "fsgld"):
       raise ValueError("n_perturbations > 1 applies to rwp and fsgld only.")
+    if self.split_batch and self.batch_size % self.n_perturbations:
+      raise ValueError(
+        f"split_batch needs batch_size ({self.batch_size}) divisible by n_perturbations "
+        f"({self.n_perturbations})."
+      )
+    group = self.perturbation_batch_size
+    if group is not None and (group < 1 or self.n_perturbations % group):
+      raise ValueError(
+        f"perturbation_batch_size must divide n_perturbations ({self.n_perturbations}), "
+        f"got {group}."
+      )
     if self.resume and self.out is None:
       raise ValueError("resume needs an output directory (out).")
     if self.dataset.startswith("cifar") and self.data_dir is None:
@@ -268,6 +285,8 @@ def make_train_step(
   loss_fn: Callable[..., Any],
   *,
   n_perturbations: int = 1,
+  split_batch: bool = False,
+  perturbation_batch_size: int | None = None,
   perturbation: Perturbation = "gaussian",
   augment_key: jax.Array | None = None,
 ) -> Callable[..., tuple[fsgld_optax.flax.TrainState, jax.Array]]:
@@ -275,6 +294,8 @@ def make_train_step(
   perturbed_step = fsgld_optax.flax.linen_train_step(
     loss_fn,
     n_perturbations=n_perturbations,
+    split_batch=split_batch,
+    perturbation_batch_size=perturbation_batch_size,
     perturbation=perturbation,
   )
 
@@ -424,6 +445,8 @@ class _Spec:
   rho: float
   momentum: float
   n_perturbations: int
+  split_batch: bool
+  perturbation_batch_size: int | None
   perturbation: Perturbation
   langevin_noise: LangevinNoise
   augment: bool
@@ -471,6 +494,8 @@ def _functions(spec: _Spec) -> _Functions:
     optimizer,
     make_loss(model.apply, has_batch_stats),
     n_perturbations=spec.n_perturbations,
+    split_batch=spec.split_batch,
+    perturbation_batch_size=spec.perturbation_batch_size,
     perturbation=spec.perturbation,
     augment_key=keys["augment"] if spec.augment else None,
   )
@@ -496,6 +521,8 @@ def _spec(config: TrainConfig, ds: data.Dataset) -> _Spec:
     rho=config.rho,
     momentum=config.momentum,
     n_perturbations=config.n_perturbations,
+    split_batch=config.split_batch,
+    perturbation_batch_size=config.perturbation_batch_size,
     perturbation=config.perturbation,
     langevin_noise=config.langevin_noise,
     augment=config.dataset.startswith("cifar") if config.augment is None else config.augment,
@@ -686,6 +713,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--momentum", type=float, default=d.momentum, help="sgd/sam momentum")
   p.add_argument("--weight-decay", type=float, default=d.weight_decay)
   p.add_argument("--n-perturbations", type=int, default=d.n_perturbations)
+  p.add_argument(
+    "--split-batch", action="store_true", help="each perturbation on a 1/n slice of the batch"
+  )
+  p.add_argument(
+    "--perturbation-batch-size", type=int, default=None, help="perturbations evaluated at once"
+  )
   p.add_argument("--perturbation", choices=("gaussian", "rademacher"), default=d.perturbation)
   p.add_argument("--langevin-noise", choices=("gaussian", "binomial"), default=d.langevin_noise)
   p.add_argument("--seed", type=int, default=d.seed)

@@ -104,6 +104,30 @@ def test_every_optimizer_trains() -> None:
     assert not np.array_equal(finals[name], finals["sgd"]), name
 
 
+def test_split_batch_and_perturbation_batch_size() -> None:
+  split = dataclasses.replace(
+    TINY, epochs=1, max_steps_per_epoch=2, n_perturbations=2, split_batch=True
+  )
+  _, (vmapped,) = run(split)
+  _, (one_by_one,) = run(dataclasses.replace(split, perturbation_batch_size=1))
+  _, (whole_batch,) = run(dataclasses.replace(split, split_batch=False))
+  # Evaluating the perturbations one at a time changes only the float rounding; giving each
+  # perturbation its own half of the batch changes the gradient.
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+    vmapped.params,
+    one_by_one.params,
+  )
+  differs = jax.tree.map(
+    lambda a, b: not np.allclose(a, b, rtol=1e-3), vmapped.params, whole_batch.params
+  )
+  assert any(jax.tree.leaves(differs))
+  with pytest.raises(ValueError, match="divisible by n_perturbations"):
+    dataclasses.replace(split, batch_size=63)
+  with pytest.raises(ValueError, match="perturbation_batch_size must divide"):
+    dataclasses.replace(split, perturbation_batch_size=3)
+
+
 def test_fsgld_optimizer_is_the_library_transformation() -> None:
   optimizer = make_optimizer("fsgld", learning_rate=0.1, total_steps=9, key=3, beta=1e8)
   state = optimizer.tx.init({"w": np.zeros(2, np.float32)})
@@ -133,9 +157,11 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     *("--epochs", "1", "--batch-size", "64", "--max-steps-per-epoch", "2", "--beta", "inf"),
     *("--sigma", "0.01", "--n-perturbations", "2", "--out", str(tmp_path), "--no-progress"),
     *("--perturbation", "rademacher", "--langevin-noise", "binomial"),
+    *("--split-batch", "--perturbation-batch-size", "1"),
   ]
   config = config_from_args(argv)
   assert config.beta == math.inf and config.n_perturbations == 2 and not config.progress
+  assert config.split_batch and config.perturbation_batch_size == 1
   assert (config.perturbation, config.langevin_noise) == ("rademacher", "binomial")
   history = main(argv)
   assert "test accuracy" in capsys.readouterr().out
