@@ -203,7 +203,10 @@ def perturbed_value_and_grad(
       σ² I, so both smooth the loss by :math:`\tfrac{\sigma^2}{2}\operatorname{tr}\nabla^2 U`
       to second order; at fourth order the Gaussian adds
       :math:`\tfrac{\sigma^4}{8}\sum_{ij}\partial_i^2\partial_j^2 U` and Rademacher the same
-      sum without its diagonal terms :math:`i = j` (its fourth moment is 1, not 3).
+      sum with its diagonal terms :math:`i = j` divided by 3 (its fourth moment is 1, not 3).
+      The stationary laws differ accordingly: on :math:`U = \theta^6/6` the smoothing adds
+      :math:`\tfrac{15}{2}\sigma^4\theta^2` (Gaussian) or :math:`\tfrac{5}{2}\sigma^4\theta^2`
+      (Rademacher) besides the common :math:`\tfrac{5}{2}\sigma^2\theta^4`.
     batch_argnums: which positional arguments after ``(params, opt_state)`` are batched, for
       ``split_batch``; by default all of them. Keyword arguments are never split.
     perturbation_batch_size: how many of the n perturbations to evaluate at once (vectorised
