@@ -17,7 +17,9 @@ minute):
   "vmapped" evaluate all n at once (the default, ``None``). Two reference rows time the
   random numbers alone: two standard normal draws over the parameters with
   ``jax.random.normal``, and with the fused draws fSGLD uses
-  (:func:`fsgld_optax._randomness.standard_noise_like`).
+  (:func:`fsgld_optax._randomness.standard_noise_like`). One ablation row, SGD with its
+  gradient taken at a materialised copy θ + σ, is fSGLD without its random numbers: fSGLD's
+  extra time over SGD is the copy (this row − SGD) plus the draws (fSGLD − this row).
 * An optimizer-only microbenchmark on a 25M-parameter pytree (conv- and dense-shaped leaves,
   a given gradient): the SGD update; two ``jax.random.normal`` draws plus the SGD update; the
   fSGLD update plus the perturbed copy θ + σε, in both modes.
@@ -69,8 +71,10 @@ class Method:
 
   Attributes:
     name: the row label.
-    kind: ``"sgd"``, ``"sam"``, ``"sgld"``, ``"fsgld"``, or ``"draws"`` (two normal draws
-      over the parameters and nothing else, ``sampler`` says whose).
+    kind: ``"sgd"``, ``"sam"``, ``"sgld"``, ``"fsgld"``, ``"draws"`` (two normal draws
+      over the parameters and nothing else, ``sampler`` says whose) or ``"copy"`` (SGD with
+      the gradient taken at a materialised copy θ + σ: fSGLD's perturbed copy without its
+      draws, so that fSGLD's extra time splits into the copy and the draws).
     n: perturbations per step (fSGLD).
     split: ``split_batch`` (fSGLD).
     cheap: Rademacher ε and binomial ξ instead of Gaussian (fSGLD).
@@ -139,6 +143,7 @@ BASELINES = (
   Method("SGLD", "sgld"),
   Method("2 normal draws (jax.random.normal)", "draws", sampler="jax"),
   Method("2 normal draws (fused)", "draws", sampler="fused"),
+  Method("SGD at a copy θ + σ (no draws)", "copy"),
 )
 VMAPPED = (fsgld_method(8, True, False, group=None),)
 ALL_FSGLD = tuple(fsgld_methods((1, 2, 4, 8), (False, True), (False, True))) + VMAPPED
@@ -212,6 +217,7 @@ _QUICK_METHODS = (
   Method("SGLD", "sgld"),
   Method("2 normal draws (jax.random.normal)", "draws", sampler="jax"),
   Method("2 normal draws (fused)", "draws", sampler="fused"),
+  Method("SGD at a copy θ + σ (no draws)", "copy"),
   *fsgld_methods((1, 2), (True,), (True,)),
   fsgld_method(2, True, False, group=None),
 )
@@ -313,6 +319,18 @@ def model_step(method: Method, loss_fn: Callable[..., Any], key: int) -> tuple[C
       return optax.apply_updates(params, updates), opt_state, new_stats, loss
 
     return sam_step, tx
+
+  if method.kind == "copy":
+    tx = sgd()
+    shift = float(fsgld_optax.coupled_sigma(BETA, ETA))
+
+    def copy_step(params, opt_state, batch_stats, x, y):
+      shifted = jax.tree.map(lambda p: _randomness.materialize(p + shift), params)
+      (loss, batch_stats), grads = value_and_grad(shifted, batch_stats, x, y)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state, batch_stats, loss
+
+    return copy_step, tx
 
   if method.kind == "draws":
     draws = draw_two(method.sampler)
@@ -629,6 +647,25 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
   return out
 
 
+def _extra_time_split(workload: dict[str, Any]) -> list[str]:
+  """A sentence splitting fSGLD's extra time over SGD into the perturbed copy and the draws."""
+  rows = [
+    _row(workload, name)
+    for name in ("SGD", "SGD at a copy θ + σ (no draws)", "fSGLD n=1 (default)")
+  ]
+  reference = _row(workload, "2 normal draws (jax.random.normal)")
+  if any(r is None for r in rows) or reference is None:
+    return []
+  sgd_s, copy_s, fsgld_s = (1e3 * r["median_s"] for r in rows if r is not None)
+  return [
+    f"fSGLD n=1 (default) − SGD = {fsgld_s - sgd_s:+.2f} ms per step: the perturbed copy "
+    f"{copy_s - sgd_s:+.2f} ms (copy row − SGD) and the draws of ε and ξ "
+    f"{fsgld_s - copy_s:+.2f} ms (fSGLD − copy row), against "
+    f"{1e3 * reference['median_s']:.2f} ms for two `jax.random.normal` draws.",
+    "",
+  ]
+
+
 def _fmt_mb(value: int | None) -> str:
   return "–" if value is None else f"{value / 2**20:.1f}"
 
@@ -653,7 +690,8 @@ def markdown(results: dict[str, Any]) -> str:
     "temp) / parameter bytes. fSGLD rows with n > 1 evaluate the perturbations one after "
     "another (`perturbation_batch_size=1`) unless marked vmapped (all n at once, the "
     "default). The draws rows time two standard-normal trees over the parameters and nothing "
-    "else.",
+    "else; the copy row is SGD with its gradient taken at a materialised copy θ + σ (fSGLD "
+    "without its random numbers).",
     "",
   ]
   for w in results["workloads"]:
@@ -676,7 +714,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"{_fmt_mb(mem['temp'])} | {_fmt_extra(r['extra_temp_over_param_bytes'])} | "
         f"{_fmt_mb(mem['peak'])} | {r['compile_s']:.1f} |"
       )
-    lines.append("")
+    lines += ["", *_extra_time_split(w)]
   micro = results["micro"]
   lines += [
     "## Optimizer only",
