@@ -60,7 +60,9 @@ def main(argv: Sequence[str] | None, benchmark: ModuleType) -> dict[str, Any]:
   Records whether the run was quick, writes the results with :func:`write`, prints the
   Markdown report and the paths written, and returns the results.
   """
-  name = benchmark.__name__.rsplit(".", 1)[-1]
+  # Run as ``python -m benchmarks.<name>`` the module is ``__main__``; its spec keeps the name.
+  spec = getattr(benchmark, "__spec__", None)
+  name = (spec.name if spec is not None else benchmark.__name__).rsplit(".", 1)[-1]
   parser = argparse.ArgumentParser(
     prog=f"python -m benchmarks.{name}", description=(benchmark.__doc__ or "").split("\n")[0]
   )

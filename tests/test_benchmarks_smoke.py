@@ -8,6 +8,8 @@ checked for what it is meant to show, with margins far outside its Monte-Carlo e
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +125,20 @@ def test_diagnostics_cost_quick(tmp_path: Path) -> None:
   assert len(top) == config["top_k"] and top == sorted(top, reverse=True)
   # Lanczos converges from the top: the largest Ritz pair is accurate.
   assert estimates["top_residual_norms"][0] < 1e-3 * abs(top[0])
+
+
+def test_command_line_names_its_files_after_the_module_when_run_as_main(tmp_path: Path) -> None:
+  # ``python -m benchmarks.diagnostics_cost`` runs the module as ``__main__``.
+  command = [sys.executable, "-m", "benchmarks.diagnostics_cost", "--quick", "--no-progress"]
+  result = subprocess.run(
+    [*command, "--out", str(tmp_path)],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
+  assert result.returncode == 0, result.stderr
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+    "diagnostics_cost.json",
+    "diagnostics_cost.md",
+  ]
