@@ -759,9 +759,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
     names = [r["name"] for r in w["rows"]]
     ypos = np.arange(len(names))
     colors = [
-      {"sgd": "tab:gray", "draws": "tab:gray", "sam": "tab:red", "sgld": "tab:green"}.get(
-        r["kind"], "tab:orange" if r["cheap"] else "tab:blue"
-      )
+      {
+        "sgd": "tab:gray",
+        "draws": "tab:gray",
+        "copy": "tab:gray",
+        "sam": "tab:red",
+        "sgld": "tab:green",
+      }.get(r["kind"], "tab:orange" if r["cheap"] else "tab:blue")
       for r in w["rows"]
     ]
     ax_time.barh(ypos, [r["ratio_to_sgd"] for r in w["rows"]], color=colors)

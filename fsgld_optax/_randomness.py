@@ -165,7 +165,7 @@ def materialize(x: jax.Array) -> jax.Array:
   once at its own size, and wrong when the consumer reads it many times: a packed word read
   by 32 (or 4) elements would be hashed 32 (or 4) times, and a perturbed BatchNorm scale
   broadcast over a ``(batch, length, channels)`` activation would be drawn once per
-  activation element (measured: fSGLD at 2.1× SGD's step time on a 1-D CNN, 1.10× once
+  activation element (measured: fSGLD at 2.1× SGD's step time on a 1-D CNN, 1.1× once
   materialised). A reduction is never fused into its consumer, so ``x`` goes through one:
   a bitwise OR of ``x``'s bits with zero along a new axis of length 2, which returns ``x``
   exactly.
