@@ -212,12 +212,7 @@ DEFAULT = Config(
 
 # Tiny shapes and few rows, for a smoke run: a narrow 1-D CNN and a small pytree.
 _QUICK_METHODS = (
-  Method("SGD", "sgd"),
-  Method("SAM", "sam"),
-  Method("SGLD", "sgld"),
-  Method("2 normal draws (jax.random.normal)", "draws", sampler="jax"),
-  Method("2 normal draws (fused)", "draws", sampler="fused"),
-  Method("SGD at a copy θ + σ (no draws)", "copy"),
+  *BASELINES,
   *fsgld_methods((1, 2), (True,), (True,)),
   fsgld_method(2, True, False, group=None),
 )
