@@ -12,6 +12,7 @@ loss-landscape slices) and :mod:`fsgld_optax.flax` (Flax NNX and Linen training 
 
 from importlib import metadata as _metadata
 
+from fsgld_optax import bayes as bayes
 from fsgld_optax import diagnostics as diagnostics
 from fsgld_optax._fsgld import FSGLDState as FSGLDState
 from fsgld_optax._fsgld import coupled_sigma as coupled_sigma
@@ -31,6 +32,7 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 
 __all__ = [
   "FSGLDState",
+  "bayes",
   "coupled_sigma",
   "cyclical_cosine_schedule",
   "diagnostics",
