@@ -56,6 +56,7 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 napoleon_use_ivar = True
+napoleon_attr_annotations = False  # field types are in the docstrings, not the runtime paths
 
 autodoc_default_options = {"member-order": "bysource"}
 # Signatures as the user calls them; the docstrings' Args say what each argument is.
@@ -132,16 +133,19 @@ def _api_page(module_name: str) -> str:
       full = f"{module_name}.{name}"
       lines += [f"- :mod:`{full}`: {_summary(getattr(module, name))}"]
     lines += [""]
-  for kind, heading, directive, options in (
-    ("class", "Classes", "autoclass", [":members:"]),
-    ("function", "Functions", "autofunction", []),
-    ("data", "Constants and types", "autodata", []),
-  ):
+  directives = {"class": "autoclass", "function": "autofunction", "data": "autodata"}
+  headings = {"class": "Classes", "function": "Functions", "data": "Constants and types"}
+  for kind, directive in directives.items():
     if not groups[kind]:
       continue
-    lines += [heading, "-" * len(heading), ""]
+    lines += [headings[kind], "-" * len(headings[kind]), ""]
     for name in groups[kind]:
-      lines += [f".. {directive}:: {name}", *(f"   {o}" for o in options), ""]
+      lines += [f".. {directive}:: {name}"]
+      obj = getattr(module, name)
+      # A NamedTuple's fields are documented by its docstring's Attributes section.
+      if kind == "class" and not (issubclass(obj, tuple) and hasattr(obj, "_fields")):
+        lines += ["   :members:"]
+      lines += [""]
   return "\n".join(lines)
 
 
