@@ -129,7 +129,7 @@ def test_slices_reject_non_vector_steps():
   loss = lambda p: jnp.sum(p**2)
   with pytest.raises(ValueError, match="alphas"):
     diagnostics.loss_slice_1d(loss, jnp.ones(2), jnp.ones(2), jnp.ones((2, 2)))
-  with pytest.raises(ValueError, match="alphas and betas"):
+  with pytest.raises(ValueError, match="betas"):
     diagnostics.loss_slice_2d(loss, jnp.ones(2), jnp.ones(2), jnp.ones(2), jnp.ones(3), 1.0)
 
 

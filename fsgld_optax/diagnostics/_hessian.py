@@ -21,6 +21,11 @@ Every function is a pure function of its array arguments and can be wrapped in
 :func:`jax.jit` once the closure and the integer options are bound, e.g.
 ``jax.jit(functools.partial(hutchinson_trace, loss_fn, num_samples=16))(params, key)``.
 
+Arguments are checked at the call, before any tracing, and a bad one raises an error that
+names it (see :mod:`fsgld_optax.diagnostics._common`): counts must be ints in range, the
+parameters real floating arrays, a tangent the shape of the parameters, and ``batches`` a
+non-empty chunking with at least one example per chunk.
+
 Randomness contract: ``key`` may be an int seed, a typed key from :func:`jax.random.key` or a
 raw ``uint32[2]`` key, and is canonicalised once.
 
@@ -56,12 +61,20 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from fsgld_optax._randomness import canonical_key
 from fsgld_optax.diagnostics._common import (
   KeyLike,
   LossFn,
   PyTree,
   average_over_batches,
+  check_batches,
+  check_callable,
+  check_count,
+  check_key,
+  check_like,
+  check_optional_count,
+  check_params,
+  check_positive_scalar,
+  check_real_dtype,
 )
 from fsgld_optax.diagnostics._lanczos import lanczos
 
@@ -117,7 +130,8 @@ def hvp(loss_fn: LossFn, params: PyTree, v: PyTree, *, batches: PyTree | None = 
     loss_fn: ``loss_fn(params) -> scalar``, or ``loss_fn(params, batch) -> scalar`` (the mean
       loss over ``batch``) when ``batches`` is given.
     params: parameters (any pytree of float arrays) at which the Hessian is evaluated.
-    v: tangent vector with the structure, shapes and dtypes of ``params``.
+    v: tangent vector with the structure and leaf shapes of ``params`` (no broadcasting);
+      real leaves are cast to the parameters' dtypes.
     batches: optional data chunks. A Python ``list`` of batches of possibly different sizes,
       weighted by the leading-axis length of each batch's first leaf; or a pytree whose
       leaves are stacked along a leading chunk axis, scanned with :func:`jax.lax.scan` and
@@ -125,6 +139,11 @@ def hvp(loss_fn: LossFn, params: PyTree, v: PyTree, *, batches: PyTree | None = 
 
   Returns:
     The product :math:`H v`, with the structure of ``params``.
+
+  Raises:
+    ValueError: if ``params`` has a leaf that is not a real floating array, ``v`` differs
+      from ``params`` in structure or in the shape of a leaf, or ``batches`` is not a
+      non-empty chunking with examples in every chunk.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -151,6 +170,10 @@ def hvp(loss_fn: LossFn, params: PyTree, v: PyTree, *, batches: PyTree | None = 
     Pearlmutter, `Fast exact multiplication by the Hessian
     <https://doi.org/10.1162/neco.1994.6.1.147>`_, Neural Computation, 1994.
   """
+  check_callable("loss_fn", loss_fn)
+  check_params(params)
+  v = check_like("v", v, params)
+  check_batches(batches)
   if batches is None:
     return _hvp_closure(loss_fn, params, v)
   return average_over_batches(
@@ -212,10 +235,15 @@ def hutchinson_trace(
     num_samples: number of probes :math:`S`, at least 2 (for the standard error).
     batches: optional data chunks, see :func:`hvp`.
     map_batch_size: probes evaluated together with :func:`jax.vmap` (passed to
-      :func:`jax.lax.map` as ``batch_size``); ``None`` evaluates them one at a time.
+      :func:`jax.lax.map` as ``batch_size``), an int >= 1; ``None`` evaluates them one at a
+      time.
 
   Returns:
     A :class:`TraceEstimate` with the trace, its standard error and the samples.
+
+  Raises:
+    ValueError: if ``num_samples`` is not an int >= 2, ``map_batch_size`` not ``None`` or an
+      int >= 1, or ``params``, ``key`` or ``batches`` is invalid (see :func:`hvp`).
 
   Examples:
     >>> import jax
@@ -233,9 +261,12 @@ def hutchinson_trace(
     Yao et al., `PyHessian: neural networks through the lens of the Hessian
     <https://arxiv.org/abs/1912.07145>`_, 2020.
   """
-  if num_samples < 2:
-    raise ValueError(f"num_samples must be at least 2 for a standard error, got {num_samples}.")
-  keys = jax.random.split(canonical_key(key), num_samples)
+  check_callable("loss_fn", loss_fn)
+  check_params(params)
+  num_samples = check_count("num_samples", num_samples, minimum=2, why=" (for a standard error)")
+  map_batch_size = check_optional_count("map_batch_size", map_batch_size)
+  check_batches(batches)
+  keys = jax.random.split(check_key(key), num_samples)
   operator = _hessian_operator(loss_fn, params, batches)
 
   def sample(probe_key: jax.Array) -> jax.Array:
@@ -276,13 +307,19 @@ def top_eigenvalues(
     loss_fn: the loss closure, see :func:`hvp`.
     params: parameters at which the Hessian is evaluated.
     key: PRNG key or int seed for the start vector (and restarts after a breakdown).
-    k: number of eigenpairs, ``1 <= k <= num_iterations``.
-    num_iterations: Lanczos steps (Hessian-vector products). A few times ``k`` is typical.
+    k: number of eigenpairs, an int with ``1 <= k <= min(num_iterations, d)`` for ``d``
+      parameters.
+    num_iterations: Lanczos steps (Hessian-vector products), an int >= 1. A few times ``k``
+      is typical.
     batches: optional data chunks, see :func:`hvp`.
 
   Returns:
     An :class:`EigenEstimate` with descending eigenvalues, unit-norm eigenvectors stacked
     along a leading axis of each parameter leaf, and residual norms.
+
+  Raises:
+    ValueError: if ``num_iterations`` is not an int >= 1, ``k`` not an int in
+      ``[1, min(num_iterations, d)]``, or ``params``, ``key`` or ``batches`` is invalid.
 
   Examples:
     >>> import jax
@@ -303,14 +340,21 @@ def top_eigenvalues(
     Ghorbani, Krishnan and Xiao, `An investigation into neural net optimization via Hessian
     eigenvalue density <https://arxiv.org/abs/1901.10159>`_, ICML 2019.
   """
-  matvec, flat_params, unravel = _flat_operator(loss_fn, params, batches)
-  num_iterations = min(num_iterations, flat_params.size)
-  if not 1 <= k <= num_iterations:
+  check_callable("loss_fn", loss_fn)
+  check_params(params)
+  num_iterations = check_count("num_iterations", num_iterations, minimum=1)
+  k = check_count("k", k, minimum=1)
+  size = sum(int(np.prod(jnp.shape(leaf))) for leaf in jax.tree.leaves(params))
+  num_iterations = min(num_iterations, size)
+  if k > num_iterations:
     raise ValueError(
       f"k must lie in [1, num_iterations] = [1, {num_iterations}] (num_iterations is "
-      f"capped at the number of parameters), got k={k}."
+      f"capped at the number of parameters, {size}), got k={k}."
     )
-  start_key, restart_key = jax.random.split(canonical_key(key))
+  check_batches(batches)
+  key = check_key(key)
+  matvec, flat_params, unravel = _flat_operator(loss_fn, params, batches)
+  start_key, restart_key = jax.random.split(key)
   v0 = jax.random.normal(start_key, flat_params.shape, flat_params.dtype)
   tridiagonal = lanczos(matvec, v0, num_iterations, restart_key)
   ritz_values, ritz_coordinates = jnp.linalg.eigh(tridiagonal.dense())
@@ -354,18 +398,28 @@ def spectral_density(
     loss_fn: the loss closure, see :func:`hvp`.
     params: parameters at which the Hessian is evaluated.
     key: PRNG key or int seed; probe ``p`` uses ``jax.random.split(key, num_probes)[p]``.
-    num_probes: number of probe vectors :math:`P`.
-    lanczos_order: Lanczos steps :math:`m` per probe (capped at the number of parameters).
-    grid: evaluation points, or their number (a Python int, static under :func:`jax.jit`)
-      for an even grid spanning the Ritz values padded by five kernel widths on each side.
-    kernel_width: standard deviation :math:`\sigma` of the Gaussian kernel; by default 1% of
-      the spread of the Ritz values. Keep the grid spacing below :math:`\sigma` so the
-      trapezoid rule on the grid integrates the density accurately.
+    num_probes: number of probe vectors :math:`P`, an int >= 1.
+    lanczos_order: Lanczos steps :math:`m` per probe, an int >= 1 (capped at the number of
+      parameters).
+    grid: evaluation points (a non-empty one-dimensional real array), or their number (a
+      Python int >= 2, static under :func:`jax.jit`) for an even grid spanning the Ritz
+      values padded by five kernel widths on each side.
+    kernel_width: standard deviation :math:`\sigma > 0` of the Gaussian kernel, a real
+      scalar that stays positive and finite in the parameters' dtype; by default 1% of the
+      spread of the Ritz values. Keep the grid spacing below :math:`\sigma` so the
+      trapezoid rule on the grid integrates the density accurately. A traced width (under
+      :func:`jax.jit`) cannot be checked: where it is not positive and finite, the density
+      is NaN.
     batches: optional data chunks, see :func:`hvp`.
 
   Returns:
     A :class:`SpectralDensity` with the grid, the density, and each probe's nodes and
     weights (for exact interval masses or custom smoothing).
+
+  Raises:
+    ValueError: if ``num_probes`` or ``lanczos_order`` is not an int >= 1, ``grid`` neither
+      an int >= 2 nor a non-empty one-dimensional real array, ``kernel_width`` not a
+      positive finite real scalar, or ``params``, ``key`` or ``batches`` is invalid.
 
   Examples:
     >>> import jax
@@ -387,18 +441,27 @@ def spectral_density(
     Ghorbani, Krishnan and Xiao, `An investigation into neural net optimization via Hessian
     eigenvalue density <https://arxiv.org/abs/1901.10159>`_, ICML 2019.
   """
-  if num_probes < 1:
-    raise ValueError(f"num_probes must be positive, got {num_probes}.")
-  if not isinstance(grid, int | np.integer) and jnp.ndim(grid) != 1:
-    raise ValueError(
-      "grid must be a one-dimensional array of points or a number of points (a Python int, "
-      f"static under jax.jit); got an array of shape {jnp.shape(grid)}."
-    )
+  check_callable("loss_fn", loss_fn)
+  check_params(params)
+  num_probes = check_count("num_probes", num_probes, minimum=1)
+  lanczos_order = check_count("lanczos_order", lanczos_order, minimum=1)
+  dtype = jnp.result_type(*jax.tree.leaves(params))
+  if isinstance(grid, int | np.integer) and not isinstance(grid, bool):
+    grid = check_count("grid", grid, minimum=2)
+  else:
+    grid_points = check_real_dtype("grid", grid)
+    if grid_points.ndim != 1 or grid_points.size == 0:
+      raise ValueError(
+        "grid must be a non-empty one-dimensional array of points or a number of points (a "
+        f"Python int >= 2, static under jax.jit); got an array of shape {grid_points.shape}."
+      )
+  if kernel_width is not None:
+    kernel_width = check_positive_scalar("kernel_width", kernel_width, dtype)
+  check_batches(batches)
+  key = check_key(key)
   matvec, flat_params, _ = _flat_operator(loss_fn, params, batches)
   order = min(lanczos_order, flat_params.size)
-  if order < 1:
-    raise ValueError(f"lanczos_order must be positive, got {lanczos_order}.")
-  keys = jax.random.split(canonical_key(key), num_probes)
+  keys = jax.random.split(key, num_probes)
 
   def probe(probe_key: jax.Array) -> tuple[jax.Array, jax.Array]:
     sign_key, restart_key = jax.random.split(probe_key)
@@ -415,6 +478,8 @@ def spectral_density(
     sigma = _DEFAULT_RELATIVE_KERNEL_WIDTH * jnp.where(spread > 0, spread, scale)
   else:
     sigma = jnp.asarray(kernel_width, nodes.dtype)
+    # Checked above when concrete; a traced width that is not positive and finite gives NaN.
+    sigma = jnp.where((sigma > 0) & jnp.isfinite(sigma), sigma, jnp.nan)
 
   if isinstance(grid, int | np.integer):
     pad = _GRID_PADDING_IN_KERNEL_WIDTHS * sigma

@@ -13,6 +13,11 @@ are comparable. The loss is evaluated with :func:`jax.lax.map`, optionally vecto
 groups with :func:`jax.vmap` (``map_batch_size``), and can be averaged over the chunks of a
 dataset (``batches``, as in :func:`~fsgld_optax.diagnostics.hvp`).
 
+Arguments are checked at the call and a bad one raises an error that names it: a direction
+must have the tree structure and leaf shapes of the parameters (it is never broadcast),
+``filter_axis`` must be a valid axis of every leaf with two or more dimensions, step sizes
+must be one-dimensional real arrays.
+
 Randomness contract: :func:`random_direction` draws one Gaussian per leaf with
 ``optax.tree.random_like(key, params)``; two independent directions for a 2-D slice come from
 ``jax.random.split(key)``.
@@ -26,19 +31,44 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from fsgld_optax._randomness import canonical_key
-from fsgld_optax.diagnostics._common import KeyLike, LossFn, PyTree, mean_loss
+from fsgld_optax.diagnostics._common import (
+  KeyLike,
+  LossFn,
+  PyTree,
+  check_batches,
+  check_callable,
+  check_key,
+  check_like,
+  check_optional_count,
+  check_params,
+  check_steps,
+  mean_loss,
+)
 
 _NORM_EPSILON = 1e-10
+
+
+def _check_filter_axis(params: PyTree, filter_axis: int) -> None:
+  if isinstance(filter_axis, bool) or not isinstance(filter_axis, int | np.integer):
+    raise ValueError(f"filter_axis must be an int, got {filter_axis!r}.")
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    ndim = jnp.ndim(leaf)
+    if ndim >= 2 and not -ndim <= filter_axis < ndim:
+      raise ValueError(
+        f"filter_axis={filter_axis} is out of range for the {ndim}-dimensional leaf "
+        f"params{jax.tree_util.keystr(path)} of shape {jnp.shape(leaf)}; it must lie in "
+        f"[{-ndim}, {ndim})."
+      )
 
 
 def _filter_normalise(d: jax.Array, w: jax.Array, filter_axis: int) -> jax.Array:
   if d.ndim <= 1:
     return jnp.zeros_like(d)
-  axis = filter_axis % d.ndim
+  axis = filter_axis % d.ndim  # In range: checked by _check_filter_axis.
   others = tuple(i for i in range(d.ndim) if i != axis)
   d_norm = jnp.sqrt(jnp.sum(jnp.square(d), axis=others, keepdims=True))
   w_norm = jnp.sqrt(jnp.sum(jnp.square(w), axis=others, keepdims=True))
@@ -63,10 +93,15 @@ def random_direction(key: KeyLike, params: PyTree, *, filter_axis: int = -1) -> 
   Args:
     key: PRNG key or int seed.
     params: parameters that set the per-filter scale.
-    filter_axis: axis that indexes filters in every leaf with two or more dimensions.
+    filter_axis: axis that indexes filters in every leaf with two or more dimensions; an
+      int in ``[-ndim, ndim)`` for each such leaf (it is never wrapped around).
 
   Returns:
     A direction with the structure, shapes and dtypes of ``params``.
+
+  Raises:
+    ValueError: if ``filter_axis`` is not an int or out of range for a leaf, or ``params`` is
+      not a pytree of real floating arrays.
 
   Examples:
     >>> import jax
@@ -81,7 +116,9 @@ def random_direction(key: KeyLike, params: PyTree, *, filter_axis: int = -1) -> 
     Li, Xu, Taylor, Studer and Goldstein, `Visualizing the loss landscape of neural nets
     <https://arxiv.org/abs/1712.09913>`_, NeurIPS 2018.
   """
-  noise = optax.tree.random_like(canonical_key(key), params)
+  check_params(params)
+  _check_filter_axis(params, filter_axis)
+  noise = optax.tree.random_like(check_key(key), params)
   return jax.tree.map(lambda d, w: _filter_normalise(d, w, filter_axis), noise, params)
 
 
@@ -116,10 +153,16 @@ def loss_slice_1d(
     batches: optional data chunks over which the loss is averaged, as in
       :func:`~fsgld_optax.diagnostics.hvp`.
     map_batch_size: step sizes evaluated together with :func:`jax.vmap` (passed to
-      :func:`jax.lax.map` as ``batch_size``); ``None`` evaluates them one at a time.
+      :func:`jax.lax.map` as ``batch_size``), an int >= 1; ``None`` evaluates them one at a
+      time.
 
   Returns:
     Losses of shape ``(n,)``.
+
+  Raises:
+    ValueError: if ``direction`` differs from ``params`` in tree structure or in the shape
+      of a leaf, ``alphas`` is not a one-dimensional real array, ``map_batch_size`` is not
+      ``None`` or an int >= 1, or ``params`` or ``batches`` is invalid.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -133,9 +176,12 @@ def loss_slice_1d(
     Li, Xu, Taylor, Studer and Goldstein, `Visualizing the loss landscape of neural nets
     <https://arxiv.org/abs/1712.09913>`_, NeurIPS 2018.
   """
-  alphas = jnp.asarray(alphas)
-  if alphas.ndim != 1:
-    raise ValueError(f"alphas must be one-dimensional, got shape {alphas.shape}.")
+  check_callable("loss_fn", loss_fn)
+  check_params(params)
+  direction = check_like("direction", direction, params)
+  alphas = check_steps("alphas", alphas)
+  map_batch_size = check_optional_count("map_batch_size", map_batch_size)
+  check_batches(batches)
 
   def at(alpha: jax.Array) -> jax.Array:
     return mean_loss(loss_fn, _shift(params, (alpha,), (direction,)), batches)
@@ -170,10 +216,14 @@ def loss_slice_2d(
     batches: optional data chunks over which the loss is averaged, as in
       :func:`~fsgld_optax.diagnostics.hvp`.
     map_batch_size: grid points evaluated together with :func:`jax.vmap` (passed to
-      :func:`jax.lax.map` as ``batch_size``); ``None`` evaluates them one at a time.
+      :func:`jax.lax.map` as ``batch_size``), an int >= 1; ``None`` evaluates them one at a
+      time.
 
   Returns:
     Losses of shape ``(n, m)``; entry ``[i, j]`` belongs to ``(alphas[i], betas[j])``.
+
+  Raises:
+    ValueError: as :func:`loss_slice_1d`, for either direction and either set of steps.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -190,12 +240,14 @@ def loss_slice_2d(
     Li, Xu, Taylor, Studer and Goldstein, `Visualizing the loss landscape of neural nets
     <https://arxiv.org/abs/1712.09913>`_, NeurIPS 2018.
   """
-  alphas = jnp.asarray(alphas)
-  betas = jnp.asarray(betas)
-  if alphas.ndim != 1 or betas.ndim != 1:
-    raise ValueError(
-      f"alphas and betas must be one-dimensional, got shapes {alphas.shape} and {betas.shape}."
-    )
+  check_callable("loss_fn", loss_fn)
+  check_params(params)
+  direction_x = check_like("direction_x", direction_x, params)
+  direction_y = check_like("direction_y", direction_y, params)
+  alphas = check_steps("alphas", alphas)
+  betas = check_steps("betas", betas)
+  map_batch_size = check_optional_count("map_batch_size", map_batch_size)
+  check_batches(batches)
   grid_alpha, grid_beta = jnp.meshgrid(alphas, betas, indexing="ij")
 
   def at(steps: tuple[jax.Array, jax.Array]) -> jax.Array:

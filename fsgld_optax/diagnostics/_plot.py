@@ -4,7 +4,8 @@ matplotlib is an optional dependency (the ``diagnostics`` extra): it is imported
 function, so importing :mod:`fsgld_optax` never requires it. Every function draws on the
 given ``ax`` or, when ``ax`` is ``None``, on a new :mod:`matplotlib.pyplot` figure, and returns
 the Axes (its Figure is ``ax.figure``). Close pyplot figures with ``plt.close(ax.figure)`` when
-producing many of them.
+producing many of them. Arguments are checked before anything is drawn, with errors that name
+them (shapes of the data, boolean flags, labels, contour levels).
 """
 
 from __future__ import annotations
@@ -14,12 +15,27 @@ from typing import TYPE_CHECKING
 import numpy as np
 from jax.typing import ArrayLike
 
+from fsgld_optax.diagnostics._common import check_bool, check_count, check_steps
 from fsgld_optax.diagnostics._hessian import SpectralDensity
 
 if TYPE_CHECKING:
   from matplotlib.axes import Axes
 
 _CENTRE_GID = "fsgld_optax.diagnostics.slice_centre"
+
+
+def _check_label(label: str | None) -> None:
+  if label is not None and not isinstance(label, str):
+    raise TypeError(f"label must be a str or None, got {label!r}.")
+
+
+def _check_curve(x_name: str, x: ArrayLike, y_name: str, y: ArrayLike) -> None:
+  xs = check_steps(x_name, x)
+  ys = check_steps(y_name, y)
+  if xs.shape != ys.shape:
+    raise ValueError(
+      f"{x_name} and {y_name} must have the same length, got shapes {xs.shape} and {ys.shape}."
+    )
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
@@ -70,6 +86,16 @@ def plot_spectrum(
   """
   if spectrum is None and eigenvalues is None:
     raise ValueError("Pass a `spectrum` (SpectralDensity), `eigenvalues`, or both.")
+  if spectrum is not None:
+    if not isinstance(spectrum, SpectralDensity):
+      raise TypeError(
+        f"spectrum must be a SpectralDensity (from spectral_density), got {type(spectrum)}."
+      )
+    _check_curve("spectrum.grid", spectrum.grid, "spectrum.density", spectrum.density)
+  if eigenvalues is not None:
+    check_steps("eigenvalues", np.atleast_1d(np.asarray(eigenvalues)))
+  check_bool("log_scale", log_scale)
+  _check_label(label)
   ax = _axes(ax, (6.0, 4.0))
   if spectrum is not None:
     grid = np.asarray(spectrum.grid)
@@ -122,6 +148,9 @@ def plot_slice_1d(
     >>> ax.get_xlabel(), ax.get_ylabel()
     ('α', 'loss')
   """
+  _check_curve("alphas", alphas, "losses", losses)
+  check_bool("log_scale", log_scale)
+  _check_label(label)
   ax = _axes(ax, (5.0, 4.0))
   ax.plot(np.asarray(alphas), np.asarray(losses), label=label)
   if log_scale:
@@ -151,7 +180,7 @@ def plot_slice_2d(
     betas: step sizes along the second direction, shape ``(m,)`` (vertical axis).
     losses: losses of shape ``(n, m)``, entry ``[i, j]`` at ``(alphas[i], betas[j])``.
     ax: Axes to draw on; a new figure when ``None``.
-    levels: number of contour levels or their values.
+    levels: number of contour levels (an int >= 1) or their values (increasing).
     filled: filled contours with a colour bar instead of labelled contour lines.
 
   Returns:
@@ -167,9 +196,16 @@ def plot_slice_2d(
     >>> ax.get_xlabel(), ax.get_ylabel()
     ('α', 'β')
   """
-  alphas_np = np.asarray(alphas)
-  betas_np = np.asarray(betas)
+  alphas_np = np.asarray(check_steps("alphas", alphas))
+  betas_np = np.asarray(check_steps("betas", betas))
   losses_np = np.asarray(losses)
+  check_bool("filled", filled)
+  if isinstance(levels, int | np.integer | np.bool_):
+    levels = check_count("levels", levels, minimum=1)
+  else:
+    level_values = np.asarray(check_steps("levels", levels))
+    if level_values.size == 0 or np.any(np.diff(level_values) <= 0):
+      raise ValueError(f"levels must be an int >= 1 or increasing values, got {levels!r}.")
   if losses_np.shape != (alphas_np.size, betas_np.size):
     raise ValueError(
       f"losses must have shape (len(alphas), len(betas)) = "
