@@ -49,10 +49,17 @@ def lost_update_fraction(params: optax.Params, updates: optax.Updates) -> jax.Ar
 
   Args:
     params: the parameters the update is applied to.
-    updates: an update with the same tree structure, e.g. from ``tx.update``.
+    updates: an update with the same tree structure and leaf shapes, e.g. from ``tx.update``.
 
   Returns:
-    ρ as a scalar array; ``0`` for an all-zero update.
+    ρ as a scalar array; ``0`` for an all-zero update, and NaN when the update (or a
+    parameter) is not finite: a NaN or infinite update is not "applied" in any sense, and
+    reporting 0 would read as "nothing lost". NaN is returned rather than raised so that the
+    function behaves the same under :func:`jax.jit`; test it with ``jnp.isnan``.
+
+  Raises:
+    ValueError: if ``updates`` differs from ``params`` in tree structure or in the shape of
+      a leaf (``optax.apply_updates`` would broadcast it).
 
   Examples:
     >>> import jax.numpy as jnp
@@ -62,21 +69,44 @@ def lost_update_fraction(params: optax.Params, updates: optax.Updates) -> jax.Ar
     1.0
     >>> print(fsgld_optax.lost_update_fraction(params.astype(jnp.float32), jnp.full(4, 1e-5)))
     0.0...
+    >>> print(fsgld_optax.lost_update_fraction(params, jnp.full(4, jnp.nan, jnp.bfloat16)))
+    nan
   """
+  params_def, updates_def = jax.tree.structure(params), jax.tree.structure(updates)
+  if params_def != updates_def:
+    raise ValueError(
+      f"updates must have the tree structure of params; got {updates_def}, expected {params_def}."
+    )
+  for path, p, u in zip(
+    [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]],
+    jax.tree.leaves(params),
+    jax.tree.leaves(updates),
+    strict=True,
+  ):
+    if jnp.shape(p) != jnp.shape(u):
+      raise ValueError(
+        f"updates{jax.tree_util.keystr(path)} has shape {jnp.shape(u)}, but the parameter has "
+        f"shape {jnp.shape(p)}."
+      )
   dtype = jnp.result_type(float)
   applied = optax.apply_updates(params, updates)
-  sq_err = jnp.zeros([], dtype)
-  sq_norm = jnp.zeros([], dtype)
-  for p, u, q in zip(
-    jax.tree.leaves(params), jax.tree.leaves(updates), jax.tree.leaves(applied), strict=True
-  ):
-    if not (_randomness.is_inexact(p) and _randomness.is_inexact(u)):
-      continue
-    u = jnp.asarray(u, dtype)
-    err = jnp.asarray(q, dtype) - jnp.asarray(p, dtype) - u
-    sq_err += jnp.sum(jnp.abs(err) ** 2)
-    sq_norm += jnp.sum(jnp.abs(u) ** 2)
-  return jnp.where(sq_norm > 0, jnp.sqrt(sq_err / jnp.where(sq_norm > 0, sq_norm, 1)), 0.0)
+  triples = [
+    (jnp.asarray(p, dtype), jnp.asarray(u, dtype), jnp.asarray(q, dtype))
+    for p, u, q in zip(
+      jax.tree.leaves(params), jax.tree.leaves(updates), jax.tree.leaves(applied), strict=True
+    )
+    if _randomness.is_inexact(p) and _randomness.is_inexact(u)
+  ]
+  if not triples:
+    return jnp.zeros([], dtype)
+  # Norms of u / max|u| and err / max|u|: no overflow of the squares for large finite updates.
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p) & jnp.isfinite(u)) for p, u, _ in triples]))
+  largest = jnp.max(jnp.stack([jnp.max(jnp.abs(u), initial=0.0) for _, u, _ in triples]))
+  scale = jnp.where(finite & (largest > 0), largest, 1.0)
+  sq_err = sum(jnp.sum(jnp.abs((q - p - u) / scale) ** 2) for p, u, q in triples)
+  sq_norm = sum(jnp.sum(jnp.abs(u / scale) ** 2) for _, u, _ in triples)
+  rho = jnp.sqrt(sq_err / jnp.where(sq_norm > 0, sq_norm, 1))
+  return jnp.where(finite, jnp.where(largest > 0, rho, 0.0), jnp.nan).astype(dtype)
 
 
 def with_compute_dtype(fun: Callable[..., Any], dtype: Any = jnp.bfloat16) -> Callable[..., Any]:

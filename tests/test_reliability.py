@@ -430,6 +430,25 @@ def test_lost_update_fraction_matches_a_direct_computation() -> None:
   assert float(lost_update_fraction(params, jax.tree.map(jnp.zeros_like, updates))) == 0.0
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_lost_update_fraction_is_nan_for_a_non_finite_update(bad: float) -> None:
+  # A NaN update used to report 0 ("nothing lost"); under jit too, it must come out NaN.
+  params = {"a": jnp.ones(3, jnp.bfloat16), "b": jnp.ones(2)}
+  updates = {"a": jnp.array([1e-5, bad, 0.0], jnp.bfloat16), "b": jnp.full(2, 1e-3)}
+  assert np.isnan(float(lost_update_fraction(params, updates)))
+  assert np.isnan(float(jax.jit(lost_update_fraction)(params, updates)))
+  # A huge but finite float32 update (its square overflows) is not mistaken for one.
+  big = {"a": jnp.zeros(3, jnp.bfloat16), "b": jnp.full(2, 1e30)}
+  assert float(lost_update_fraction(params, big)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_lost_update_fraction_rejects_a_broadcast_update() -> None:
+  with pytest.raises(ValueError, match=r"updates\['w'\]"):
+    lost_update_fraction({"w": jnp.ones((2, 3))}, {"w": jnp.ones(3)})
+  with pytest.raises(ValueError, match="updates must have the tree structure"):
+    lost_update_fraction({"w": jnp.ones(3)}, {"v": jnp.ones(3)})
+
+
 # --- Non-finite values. ---------------------------------------------------------------------
 
 
