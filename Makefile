@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test docs lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pyright --pythonpath $(BIN)/python
+	$(MAKE) --no-print-directory docs
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --nbmake
+
+# The documentation (HTML in docs/_build/html), rebuilt from scratch; any warning fails it.
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -b html -E -W --keep-going -q docs docs/_build/html
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -30,4 +35,4 @@ typecheck: $(STAMP)
 	$(BIN)/pyright --pythonpath $(BIN)/python
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache docs/_build
