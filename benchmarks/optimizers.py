@@ -1,15 +1,18 @@
 """The optimizers of the benchmarks, built by name with the paper's learning-rate schedule.
 
-=========  ===================================================================  ============
-name       update                                                               gradient
-=========  ===================================================================  ============
-``sgd``    θ ← θ − λ (g + wθ)  (optionally with heavy-ball momentum)              at θ
-``sam``    SAM (Foret et al., 2021): the SGD step with the gradient at            at θ, then at
-           θ + ρ g/‖g‖ (``optax.contrib.sam`` in opaque mode)                      θ + ρ g/‖g‖
-``sgld``   θ ← θ − λ (g + wθ) + √(2λ/β) ξ  (:func:`fsgld_optax.sgld`)              at θ
-``rwp``    random weight perturbation: fSGLD with β = ∞ and a given σ             at θ + ε
-``fsgld``  θ ← θ − λ (ḡ + wθ) + √(2λ/β) ξ, σ = β^{-(1+η)/4} unless given          at θ + ε_i
-=========  ===================================================================  ============
+==========  ==================================================================  ============
+name        update                                                              gradient
+==========  ==================================================================  ============
+``sgd``     θ ← θ − λ (g + wθ)  (optionally with heavy-ball momentum)             at θ
+``sam``     SAM (Foret et al., 2021): the SGD step (optionally with momentum)     at θ, then at
+            with the gradient at θ + ρ g/‖g‖ (``optax.contrib.sam``, opaque)       θ + ρ g/‖g‖
+``sgld``    θ ← θ − λ (g + wθ) + √(2λ/β) ξ  (:func:`fsgld_optax.sgld`)             at θ
+``rwp``     random weight perturbation: fSGLD with β = ∞ and a given σ; with      at θ + ε
+            momentum, ``optax.chain(fsgld_optax.rwp(σ), optax.sgd(λ, m))``
+``fsgld``   θ ← θ − λ (ḡ + wθ) + √(2λ/β) ξ, σ = β^{-(1+η)/4} unless given         at θ + ε_i
+``fsghmc``  v ← m v − λ (ḡ + wθ) + √(2(1−m)λ/β) ξ, θ ← θ + v                      at θ + ε_i
+            (:func:`fsgld_optax.fsghmc`, σ coupled as for fSGLD unless given)
+==========  ==================================================================  ============
 
 Every optimizer uses the paper's schedule: the learning rate λ is multiplied by 0.1 after
 one third and again after two thirds of the training steps (epochs 50 and 100 of 150 in the
@@ -27,9 +30,13 @@ import optax
 
 import fsgld_optax
 
-__all__ = ["OPTIMIZERS", "Optimizer", "make_optimizer", "paper_schedule"]
+__all__ = ["OPTIMIZERS", "PERTURBED", "Optimizer", "make_optimizer", "paper_schedule"]
 
-OPTIMIZERS = ("sgd", "sam", "sgld", "rwp", "fsgld")
+OPTIMIZERS = ("sgd", "sam", "sgld", "rwp", "fsgld", "fsghmc")
+#: The optimizers that take the gradient at perturbed weights.
+PERTURBED = ("rwp", "fsgld", "fsghmc")
+#: Momentum of ``fsghmc`` when none is given.
+FSGHMC_MOMENTUM = 0.9
 
 #: How a train step must compute the gradient it feeds to the optimizer.
 GradientKind = Literal["plain", "perturbed", "sam"]
@@ -85,36 +92,44 @@ def make_optimizer(
   sigma: float | None = None,
   eta: float = 0.1,
   rho: float = 0.05,
-  momentum: float = 0.0,
+  momentum: float | None = None,
   langevin_noise: Literal["gaussian", "binomial"] = "gaussian",
 ) -> Optimizer:
   """Builds one of :data:`OPTIMIZERS` with :func:`paper_schedule`.
 
   Args:
-    name: ``"sgd"``, ``"sam"``, ``"sgld"``, ``"rwp"`` or ``"fsgld"``.
+    name: ``"sgd"``, ``"sam"``, ``"sgld"``, ``"rwp"``, ``"fsgld"`` or ``"fsghmc"``.
     learning_rate: the initial learning rate λ.
     total_steps: the number of training steps (for the schedule).
     key: seed or typed key of the Langevin noise and perturbations (``sgld``, ``rwp``,
-      ``fsgld``).
+      ``fsgld``, ``fsghmc``).
     weight_decay: L2 coefficient w.
-    beta: inverse temperature β (``sgld``, ``fsgld``).
+    beta: inverse temperature β (``sgld``, ``fsgld``, ``fsghmc``).
     sigma: perturbation scale σ; required for ``rwp``; ``None`` couples it to β for
-      ``fsgld``.
-    eta: coupling exponent η (``fsgld`` with ``sigma=None``).
+      ``fsgld`` and ``fsghmc``.
+    eta: coupling exponent η (``fsgld``, ``fsghmc`` with ``sigma=None``).
     rho: SAM's neighbourhood radius ρ.
-    momentum: heavy-ball momentum of ``sgd`` and of SAM's outer step (0 for none).
-    langevin_noise: ``"gaussian"`` or ``"binomial"`` Langevin noise (``sgld``, ``fsgld``).
+    momentum: heavy-ball momentum m in [0, 1) of ``sgd``, of SAM's outer step, of the SGD
+      step after ``rwp`` (``optax.sgd(λ, momentum=m)``: the schedule scales the whole
+      velocity) and of ``fsghmc`` (its own form: the schedule scales the new gradient
+      only). ``None``: 0, except :data:`FSGHMC_MOMENTUM` for ``fsghmc``.
+    langevin_noise: ``"gaussian"`` or ``"binomial"`` Langevin noise (``sgld``, ``fsgld``,
+      ``fsghmc``).
 
   Returns:
     An :class:`Optimizer`.
 
   Raises:
-    ValueError: for an unknown name or ``rwp`` without ``sigma``.
+    ValueError: for an unknown name, ``rwp`` without ``sigma``, or a momentum outside
+      [0, 1).
   """
+  if momentum is not None and not 0.0 <= momentum < 1.0:
+    raise ValueError(f"momentum must be in [0, 1), got {momentum!r}.")
+  m = (FSGHMC_MOMENTUM if name == "fsghmc" else 0.0) if momentum is None else momentum
   schedule = paper_schedule(learning_rate, total_steps)
   sgd = optax.chain(
     optax.add_decayed_weights(weight_decay),
-    optax.sgd(schedule, momentum=momentum or None),
+    optax.sgd(schedule, momentum=m or None),
   )
   if name == "sgd":
     return Optimizer(name, sgd, "plain", schedule)  # pyright: ignore[reportArgumentType]
@@ -130,12 +145,27 @@ def make_optimizer(
   if name == "rwp":
     if sigma is None:
       raise ValueError("rwp needs sigma (the perturbation scale), e.g. --sigma 0.01.")
-    tx = fsgld_optax.fsgld(schedule, math.inf, sigma=sigma, weight_decay=weight_decay, key=key)
-    return Optimizer(name, tx, "perturbed", schedule)
+    if m:
+      tx = optax.chain(fsgld_optax.rwp(sigma, key=key), sgd)
+    else:
+      tx = fsgld_optax.fsgld(schedule, math.inf, sigma=sigma, weight_decay=weight_decay, key=key)
+    return Optimizer(name, tx, "perturbed", schedule)  # pyright: ignore[reportArgumentType]
   if name == "fsgld":
     tx = fsgld_optax.fsgld(
       schedule,
       beta,
+      sigma=sigma,
+      eta=eta,
+      weight_decay=weight_decay,
+      key=key,
+      langevin_noise=langevin_noise,
+    )
+    return Optimizer(name, tx, "perturbed", schedule)
+  if name == "fsghmc":
+    tx = fsgld_optax.fsghmc(
+      schedule,
+      beta,
+      momentum=m,
       sigma=sigma,
       eta=eta,
       weight_decay=weight_decay,

@@ -15,8 +15,8 @@ Datasets: ``mnist1d`` (1-D CNN), ``digits`` (MLP), ``cifar10n`` / ``cifar100n`` 
 from files under ``--data-dir``, with the paper's crop-and-flip augmentation). Synthetic label
 noise (``--noise symmetric:0.4``, ``pairflip:0.2``) applies to ``mnist1d`` and ``digits``; for
 CIFAR-N, ``--label-set`` picks the human labels (``aggre``, ``worst``, ``noisy100``...).
-Optimizers: see :mod:`benchmarks.optimizers` (``sgd``, ``sam``, ``sgld``, ``rwp``, ``fsgld``),
-all with the paper's schedule (learning rate ×0.1 at 1/3 and 2/3 of training).
+Optimizers: see :mod:`benchmarks.optimizers` (``sgd``, ``sam``, ``sgld``, ``rwp``, ``fsgld``,
+``fsghmc``), all with the paper's schedule (learning rate ×0.1 at 1/3 and 2/3 of training).
 
 Metrics recorded after every epoch (``history.json`` in ``--out``):
 
@@ -65,7 +65,7 @@ from tqdm.auto import tqdm
 import fsgld_optax
 import fsgld_optax.flax
 from benchmarks import data, models
-from benchmarks.optimizers import OPTIMIZERS, Optimizer, make_optimizer
+from benchmarks.optimizers import OPTIMIZERS, PERTURBED, Optimizer, make_optimizer
 
 __all__ = [
   "TrainConfig",
@@ -115,7 +115,8 @@ class TrainConfig:
     sigma: perturbation scale σ (``rwp``; ``fsgld``, where ``None`` couples it to β).
     eta: coupling exponent η.
     rho: SAM radius ρ.
-    momentum: momentum of ``sgd`` and of SAM's outer step.
+    momentum: heavy-ball momentum of ``sgd``, SAM's outer step, ``rwp`` and ``fsghmc``
+      (``None``: 0, and 0.9 for ``fsghmc``).
     weight_decay: L2 coefficient added to the gradient.
     n_perturbations: perturbations per step (``rwp``, ``fsgld``).
     split_batch: give each perturbation its own ``1/n`` slice of the batch (one gradient's
@@ -148,7 +149,7 @@ class TrainConfig:
   sigma: float | None = None
   eta: float = 0.1
   rho: float = 0.05
-  momentum: float = 0.0
+  momentum: float | None = None
   weight_decay: float = 5e-4
   n_perturbations: int = 1
   split_batch: bool = False
@@ -174,8 +175,8 @@ class TrainConfig:
     for name in ("epochs", "batch_size", "n_perturbations"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
-    if self.n_perturbations > 1 and self.optimizer not in ("rwp", "fsgld"):
-      raise ValueError("n_perturbations > 1 applies to rwp and fsgld only.")
+    if self.n_perturbations > 1 and self.optimizer not in PERTURBED:
+      raise ValueError(f"n_perturbations > 1 applies to {', '.join(PERTURBED)} only.")
     if self.split_batch and self.batch_size % self.n_perturbations:
       raise ValueError(
         f"split_batch needs batch_size ({self.batch_size}) divisible by n_perturbations "
@@ -443,7 +444,7 @@ class _Spec:
   sigma: float | None
   eta: float
   rho: float
-  momentum: float
+  momentum: float | None
   n_perturbations: int
   split_batch: bool
   perturbation_batch_size: int | None
@@ -710,7 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--sigma", type=float, default=None, help="perturbation scale")
   p.add_argument("--eta", type=float, default=d.eta, help="coupling exponent")
   p.add_argument("--rho", type=float, default=d.rho, help="SAM radius")
-  p.add_argument("--momentum", type=float, default=d.momentum, help="sgd/sam momentum")
+  p.add_argument("--momentum", type=float, default=d.momentum, help="sgd/sam/rwp/fsghmc momentum")
   p.add_argument("--weight-decay", type=float, default=d.weight_decay)
   p.add_argument("--n-perturbations", type=int, default=d.n_perturbations)
   p.add_argument(
