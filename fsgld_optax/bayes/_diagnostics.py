@@ -88,7 +88,8 @@ def rhat(draws: jax.typing.ArrayLike, *, chain_axis: int = 0, sample_axis: int =
     2021. https://arxiv.org/abs/1903.08008
   """
   x = _standardise(draws, chain_axis, sample_axis, "rhat")
-  return _blackjax_diagnostics().rhat(x, chain_axis=0, sample_axis=1)
+  with jax.numpy_rank_promotion("allow"):  # BlackJAX broadcasts implicitly
+    return _blackjax_diagnostics().rhat(x, chain_axis=0, sample_axis=1)
 
 
 def effective_sample_size(
@@ -137,4 +138,5 @@ def effective_sample_size(
   x = _standardise(draws, chain_axis, sample_axis, "effective_sample_size")
   diagnostics = _blackjax_diagnostics()
   estimator = diagnostics.ess_bulk if kind == "bulk" else diagnostics.ess_tail
-  return estimator(x, chain_axis=0, sample_axis=1)
+  with jax.numpy_rank_promotion("allow"):  # BlackJAX broadcasts implicitly
+    return estimator(x, chain_axis=0, sample_axis=1)
