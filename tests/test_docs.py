@@ -2,8 +2,8 @@
 
 These tests read the HTML that ``make docs`` builds into ``docs/_build/html`` (``make test``
 builds it just before running pytest). When that build is missing or older than the
-sources it documents, the tests build the docs themselves into a temporary folder, with the
-same command, so they never check a stale build.
+sources it documents, the tests rebuild it first with the same command, so they never check
+a stale build.
 """
 
 from __future__ import annotations
@@ -55,29 +55,45 @@ def _sources() -> list[pathlib.Path]:
   return files
 
 
+def _is_fresh(inventory: pathlib.Path) -> bool:
+  if not inventory.exists():
+    return False
+  built = inventory.stat().st_mtime
+  return all(p.stat().st_mtime <= built for p in _sources() if p.is_file())
+
+
 @pytest.fixture(scope="session")
-def html(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-  """The built HTML: ``docs/_build/html`` when it is newer than its sources, else a fresh build."""
-  inventory = BUILD / "objects.inv"
-  if inventory.exists():
-    built = inventory.stat().st_mtime
-    if all(p.stat().st_mtime <= built for p in _sources() if p.is_file()):
-      return BUILD
-  out = tmp_path_factory.mktemp("docs") / "html"
-  DOCS.joinpath("_build").mkdir(exist_ok=True)
-  # The build writes its generated pages into docs/; one build at a time (pytest-xdist).
-  with open(DOCS / "_build" / ".lock", "w") as lock:
+def html() -> pathlib.Path:
+  """``docs/_build/html``, rebuilt as ``make docs`` does when it is older than its sources."""
+  BUILD.parent.mkdir(parents=True, exist_ok=True)
+  # One build at a time: pytest-xdist workers wait here, then find the fresh build.
+  with open(BUILD.parent / ".lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
-    result = subprocess.run(
-      [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-W", "--keep-going", "-q", DOCS, out],
-      cwd=ROOT,
-      capture_output=True,
-      text=True,
-      env={**os.environ, "PYTHONWARNINGS": "ignore"},
-      check=False,
-    )
-  assert result.returncode == 0, f"the docs build failed:\n{result.stderr[-5000:]}"
-  return out
+    if not _is_fresh(BUILD / "objects.inv"):
+      result = subprocess.run(
+        [
+          sys.executable,
+          "-m",
+          "sphinx",
+          "-b",
+          "html",
+          "-E",
+          "-W",
+          "--keep-going",
+          "-q",
+          DOCS,
+          BUILD,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        check=False,
+      )
+      if result.returncode != 0:
+        (BUILD / "objects.inv").unlink(missing_ok=True)  # never taken for a good build
+      assert result.returncode == 0, f"the docs build failed:\n{result.stderr[-5000:]}"
+  return BUILD
 
 
 def read_inventory(path: pathlib.Path) -> dict[str, tuple[str, str]]:
