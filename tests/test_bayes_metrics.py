@@ -275,3 +275,27 @@ def test_bad_scores(metric) -> None:
 def test_aupr_positive_must_be_in_or_out() -> None:
   with pytest.raises(ValueError, match="positive must be 'out' or 'in'"):
     bayes.ood_aupr(np.zeros(3), np.ones(2), positive="ood")  # pyright: ignore[reportArgumentType]
+
+
+# ------------------------------------------------------------------------------ reliability diagram
+
+
+def test_reliability_diagram_from_probabilities_or_bins() -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  probs, labels = random_problem(5)
+  expected = f"ECE {float(bayes.ece(probs, labels, num_bins=10)):.3f}"
+  ax = bayes.plot_reliability_diagram(probs, labels, num_bins=10, title="model")
+  assert ax.get_title() == f"model, {expected}"
+  bins = bayes.calibration_bins(probs, labels, num_bins=10)
+  heights = [p.get_height() for p in ax.patches[:10]]
+  np.testing.assert_allclose(heights, np.nan_to_num(np.asarray(bins.accuracy)), rtol=1e-6)
+  assert bayes.plot_reliability_diagram(bins=bins).get_title() == expected
+  with pytest.raises(ValueError, match="needs probs and labels, or bins"):
+    bayes.plot_reliability_diagram(probs)
+  with pytest.raises(ValueError, match="not both"):
+    bayes.plot_reliability_diagram(probs, labels, bins=bins)
+  plt.close("all")

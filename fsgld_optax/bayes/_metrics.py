@@ -162,11 +162,11 @@ def ece(
   Examples:
     >>> import jax, jax.numpy as jnp
     >>> from fsgld_optax import bayes
-    >>> probs = jnp.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+    >>> probs = jnp.array([[0.9, 0.1], [0.55, 0.45], [0.3, 0.7]])
     >>> print(f"{bayes.ece(probs, jnp.array([0, 1, 1]), num_bins=10):.4f}")
-    0.3333
+    0.3167
     >>> print(f"{jax.jit(bayes.ece)(probs, jnp.array([0, 1, 1]), num_bins=10):.4f}")
-    0.3333
+    0.3167
 
   References:
     Guo, Pleiss, Sun and Weinberger, *On Calibration of Modern Neural Networks*, ICML 2017.
@@ -214,9 +214,9 @@ def nll(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> jax.Array:
   Examples:
     >>> import jax.numpy as jnp
     >>> from fsgld_optax import bayes
-    >>> probs = jnp.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+    >>> probs = jnp.array([[0.9, 0.1], [0.55, 0.45], [0.3, 0.7]])
     >>> print(f"{bayes.nll(probs, jnp.array([0, 1, 1])):.4f}")
-    0.4594
+    0.4202
   """
   probs, labels = _prepare(probs, labels, "nll")
   safe = jnp.clip(labels, 0, probs.shape[1] - 1)
@@ -248,9 +248,9 @@ def brier(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> jax.Arra
   Examples:
     >>> import jax.numpy as jnp
     >>> from fsgld_optax import bayes
-    >>> probs = jnp.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+    >>> probs = jnp.array([[0.9, 0.1], [0.55, 0.45], [0.3, 0.7]])
     >>> print(f"{bayes.brier(probs, jnp.array([0, 1, 1])):.4f}")
-    0.3067
+    0.2683
 
   References:
     Brier, *Verification of forecasts expressed in terms of probability*, Monthly Weather
@@ -438,7 +438,7 @@ def calibration_bins(
   Examples:
     >>> import jax.numpy as jnp
     >>> from fsgld_optax import bayes
-    >>> probs = jnp.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+    >>> probs = jnp.array([[0.9, 0.1], [0.55, 0.45], [0.3, 0.7]])
     >>> bins = bayes.calibration_bins(probs, jnp.array([0, 1, 1]), num_bins=5)
     >>> print(bins.count)
     [0 0 1 1 1]
