@@ -3,58 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
 from fsgld_optax import _randomness
-from fsgld_optax._fsgld import FSGLDState
 from fsgld_optax._randomness import PerturbationDistribution
+from fsgld_optax._source import find_fsgld_state
 
-
-def find_fsgld_state(opt_state: optax.OptState) -> FSGLDState:
-  """Returns the one :class:`FSGLDState` inside an optimizer state, however nested.
-
-  Looks through ``optax.chain``, ``optax.inject_hyperparams``, ``optax.MultiSteps``,
-  ``optax.masked``, ``optax.apply_if_finite`` and any other pytree of states.
-
-  Args:
-    opt_state: an optimizer state built by a transformation that contains :func:`fsgld`.
-
-  Returns:
-    The :class:`FSGLDState`.
-
-  Raises:
-    ValueError: if the state holds no :class:`FSGLDState`, or more than one.
-
-  Examples:
-    >>> import optax, jax.numpy as jnp, fsgld_optax
-    >>> tx = optax.chain(optax.clip_by_global_norm(1.0), fsgld_optax.fsgld(0.1, 1e6, key=0))
-    >>> state = fsgld_optax.find_fsgld_state(tx.init(jnp.zeros(3)))
-    >>> print(int(state.count))
-    0
-  """
-  is_state = lambda x: isinstance(x, FSGLDState)
-  found = [
-    (path, leaf)
-    for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state, is_leaf=is_state)[0]
-    if is_state(leaf)
-  ]
-  if not found:
-    raise ValueError(
-      "No FSGLDState found in opt_state. Pass the state returned by tx.init of an optimizer "
-      "built with fsgld_optax.fsgld or fsgld_optax.sgld (alone or inside optax.chain, "
-      "inject_hyperparams, MultiSteps or masked)."
-    )
-  if len(found) > 1:
-    paths = ", ".join(f"opt_state{jax.tree_util.keystr(path)}" for path, _ in found)
-    raise ValueError(
-      f"Found {len(found)} FSGLDStates in opt_state (at {paths}); the perturbations must come "
-      "from exactly one fsgld transformation."
-    )
-  return found[0][1]
+PerturbationScale = Literal["isotropic", "filter", "element"]
+AuxReduction = Literal["mean", "concat", "stack"]
 
 
 def _batch_argnums(batch_argnums: int | Sequence[int] | None, num_args: int) -> tuple[int, ...]:
@@ -70,14 +32,32 @@ def _batch_argnums(batch_argnums: int | Sequence[int] | None, num_args: int) -> 
   return tuple(sorted({i % num_args for i in argnums}))
 
 
-def _split_leading(x: Any, n: int, argnum: int) -> jax.Array:
+def _split_leading(x: Any, num_groups: int, size: int, argnum: int) -> jax.Array:
+  """``x`` with its leading axis split into ``(num_groups, size, rest)``, in row-major order.
+
+  On a mesh with explicit axes (``jax.sharding.AxisType.Explicit``), a leading axis sharded
+  over mesh axes ``A`` stays sharded over ``A`` in the slice axis (``rest``) when they divide
+  it, so that each perturbation's slice spreads over the devices that held the batch; otherwise
+  the slices are replicated. The new leading axes are never sharded: the groups are taken one
+  at a time and vectorised over, which sharded axes would not allow. (Under ``Auto`` axes and
+  outside a mesh, the compiler chooses the layout.)
+  """
   x = jnp.asarray(x)
+  n = num_groups * size
   if x.ndim == 0 or x.shape[0] % n:
     raise ValueError(
       f"split_batch=True with n_perturbations={n} needs every batched argument to have a "
       f"leading batch axis divisible by {n}; argument {argnum} has a leaf of shape {x.shape}."
     )
-  return x.reshape((n, x.shape[0] // n, *x.shape[1:]))
+  shape = (num_groups, size, x.shape[0] // n, *x.shape[1:])
+  sharding = jax.typeof(x).sharding
+  spec = tuple(sharding.spec) + (None,) * (x.ndim - len(sharding.spec))
+  if not spec or spec[0] is None:
+    return x.reshape(shape)
+  lead = spec[0] if isinstance(spec[0], tuple) else (spec[0],)
+  devices = int(np.prod([sharding.mesh.shape[a] for a in lead]))
+  slice_spec = spec[0] if shape[2] % devices == 0 else None
+  return jnp.reshape(x, shape, out_sharding=P(None, None, slice_spec, *spec[1:]))
 
 
 def _as_varying(tree: Any, axis_name: str | tuple[str, ...]) -> Any:
@@ -101,52 +81,95 @@ def _as_varying(tree: Any, axis_name: str | tuple[str, ...]) -> Any:
   return jax.tree.map(lambda x: cast(x) if _randomness.is_inexact(x) else x, tree)
 
 
-def _mean_over_perturbations(tree: Any) -> Any:
-  """Averages floating leaves over the leading axis; other leaves keep the first entry."""
-  return jax.tree.map(
-    lambda x: jnp.mean(x, axis=0) if _randomness.is_inexact(x) else x[0],
-    tree,
-  )
+def _seen_leaves(perturbed: Any, params: Any) -> Any:
+  """Python bools like ``params``: the leaves the source of perturbations sees.
 
-
-def _in_groups(
-  fn: Callable[..., Any],
-  noise: Any,
-  args: Sequence[Any],
-  axes: Sequence[int | None],
-  n: int,
-  size: int,
-) -> Any:
-  """``jax.vmap(fn)`` over the leading axis of ``noise`` (length n), ``size`` entries at a time.
-
-  The n / size groups are written out one after another (a Python loop, not ``lax.map``: on
-  CPU, convolutions inside an XLA loop body run many times slower). Outputs are stacked along
-  a leading axis of length n, like ``jax.vmap``'s; leaves that are not floating (``float0``
-  gradients of integer parameters) come from the first group only, which is all that
-  :func:`_mean_over_perturbations` reads of them.
+  ``perturbed`` (from the source's state) mirrors the parameters the source was initialised
+  with; under ``optax.masked``/``optax.partition`` the leaves it does not handle are
+  ``optax.MaskedNode`` (possibly for a whole subtree).
   """
-  groups = []
-  for start in range(0, n, size):
-    take = lambda x, start=start: x[start : start + size]
-    group_noise = jax.tree.map(take, noise)
-    group_args = [
-      a if ax is None else jax.tree.map(take, a) for a, ax in zip(args, axes, strict=True)
-    ]
-    if size == 1:
-      squeeze = lambda x: x[0]
-      out = fn(
-        jax.tree.map(squeeze, group_noise),
-        *[
-          a if ax is None else jax.tree.map(squeeze, a)
-          for a, ax in zip(group_args, axes, strict=True)
-        ],
+  is_masked = lambda x: isinstance(x, optax.MaskedNode)
+  try:
+    return jax.tree.map(
+      lambda marker, sub: jax.tree.map(lambda _: not is_masked(marker), sub),
+      perturbed,
+      params,
+      is_leaf=is_masked,
+    )
+  except ValueError as error:
+    raise ValueError(
+      "params do not match the parameters the optimizer state was initialised with "
+      f"(tx.init(params)): {error}"
+    ) from error
+
+
+def _scale(p: jax.Array, sigma: jax.Array, how: str) -> jax.Array:
+  """σ, σ‖w_f‖ per output filter (last axis), or σ|w|; the weights' part is not differentiated."""
+  if how == "isotropic":
+    return sigma
+  w = jax.lax.stop_gradient(p).astype(jnp.result_type(float, p.dtype))
+  if how == "element":
+    return sigma * jnp.abs(w)
+  if w.ndim <= 1:
+    return sigma * jnp.sqrt(jnp.sum(w * w))
+  return sigma * jnp.sqrt(jnp.sum(w * w, axis=tuple(range(w.ndim - 1)), keepdims=True))
+
+
+def _reductions(aux: Any, how: Any, split: bool, n: int) -> Any:
+  """Per-leaf reductions ("mean" | "concat" | "stack") for ``aux`` from ``aux_reduction``."""
+  is_spec = lambda x: x is None or isinstance(x, str)
+
+  def expand(spec: Any, sub: Any) -> Any:
+    def leaf(path: Any, x: Any) -> str:
+      if spec is not None:
+        return spec
+      if split and n > 1 and np.ndim(x) > 0:
+        raise ValueError(
+          f"With split_batch=True each perturbation sees its own slice of the batch, so aux leaf "
+          f"aux{jax.tree_util.keystr(path)} of shape {np.shape(x)} may hold per-example values, "
+          "which averaging would mix up across examples. Pass aux_reduction='concat' "
+          "(per-example outputs, concatenated in batch order), 'mean' (statistics, e.g. "
+          "BatchNorm's) or 'stack' (a leading axis of length n_perturbations)."
+        )
+      return "mean"
+
+    return jax.tree_util.tree_map_with_path(leaf, sub)
+
+  try:
+    return jax.tree.map(expand, how, aux, is_leaf=is_spec)
+  except ValueError as error:
+    if "aux leaf" in str(error):
+      raise
+    raise ValueError(
+      f"aux_reduction={how!r} is not a prefix of the structure of aux: {error}"
+    ) from error
+
+
+def _reduce_group(x: Any, how: str) -> Any:
+  """One group's outputs (leading axis: its perturbations) reduced for accumulation."""
+  if how == "mean":
+    if not _randomness.is_inexact(x):
+      return x[0]
+    return jnp.sum(x, axis=0)
+  if how == "concat":
+    if np.ndim(x) < 2:
+      raise ValueError(
+        f"aux_reduction='concat' needs per-example aux leaves with a batch axis; got a leaf of "
+        f"shape {np.shape(x)[1:]}."
       )
-      groups.append(jax.tree.map(lambda x: x[None], out))
-    else:
-      groups.append(jax.vmap(fn, in_axes=(0, *axes), axis_size=size)(group_noise, *group_args))
-  return jax.tree.map(
-    lambda *xs: jnp.concatenate(xs) if _randomness.is_inexact(xs[0]) else xs[0], *groups
-  )
+    return x.reshape((-1, *x.shape[2:]))
+  return x
+
+
+def _merge(acc: Any, x: Any) -> Any:
+  """The running sum of a "mean" leaf; other than floating leaves keep the first value."""
+  return acc + x if _randomness.is_inexact(x) else acc
+
+
+def _finish(acc: Any, how: str, n: int) -> Any:
+  if how == "mean" and _randomness.is_inexact(acc):
+    return acc / n
+  return acc
 
 
 def perturbed_value_and_grad(
@@ -161,6 +184,8 @@ def perturbed_value_and_grad(
   perturbation: PerturbationDistribution = "gaussian",
   batch_argnums: int | Sequence[int] | None = None,
   perturbation_batch_size: int | None = None,
+  perturbation_scale: PerturbationScale = "isotropic",
+  aux_reduction: Any = None,
 ) -> Callable[..., Any]:
   r"""Wraps a loss so that it returns the mean value and gradient at perturbed weights.
 
@@ -185,14 +210,15 @@ def perturbed_value_and_grad(
       ``jax.grad(..., allow_int=True)``), which ``fsgld``'s ``update`` turns into zero updates.
     n_perturbations: the number n ≥ 1 of perturbations averaged per step (the paper's runs
       use 1).
-    has_aux: whether ``fun`` returns ``(value, aux)``. Floating leaves of ``aux`` are
-      averaged over the n perturbations (so BatchNorm statistics come out as the mean of the
-      n batch statistics); other leaves (integers, booleans) are taken from the first.
+    has_aux: whether ``fun`` returns ``(value, aux)``; ``aux_reduction`` says how the n
+      perturbations' aux values are combined.
     split_batch: give perturbation ``i`` the ``i``-th contiguous ``1/n`` slice, along the
       leading axis, of every leaf of the batched arguments; the batch size must divide by n.
     antithetic: use ±ε pairs (n even): perturbation ``i < n/2`` is ``+ε_i`` and
       perturbation ``i + n/2`` is ``−ε_i``. Their mean cancels the odd-order terms of the
-      Taylor expansion around θ, so the gradient noise due to ε is lower.
+      Taylor expansion around θ, so the gradient noise due to ε is lower. With
+      ``split_batch`` the two members of a pair see different slices of the batch, so the
+      odd-order terms cancel only in expectation over the data, not per step.
     axis_name: inside ``shard_map``/``pmap``, the mapped axis to average the value and the
       gradient over (``lax.pmean``). ``aux`` is returned per device.
     per_device_perturbations: with ``axis_name``, fold the axis index into the key so that
@@ -209,25 +235,61 @@ def perturbed_value_and_grad(
       (Rademacher) besides the common :math:`\tfrac{5}{2}\sigma^2\theta^4`.
     batch_argnums: which positional arguments after ``(params, opt_state)`` are batched, for
       ``split_batch``; by default all of them. Keyword arguments are never split.
+      ``split_batch=True`` with no batched array argument (a loss that closes over its
+      batch) raises: it would silently cost n full-batch gradients.
     perturbation_batch_size: how many of the n perturbations to evaluate at once (vectorised
       with ``jax.vmap``); the n / ``perturbation_batch_size`` groups then run one after
-      another, written out in the traced program. ``None`` (default): all n at once. Smaller
-      groups keep fewer perturbed copies of the weights and their activations alive. On CPU,
-      a convolution vectorised over n weight tensors becomes a grouped convolution that XLA
+      another in a ``jax.lax.scan`` (the first group before it), with running sums of
+      values, gradients and averaged aux, and per-group "concat"/"stack" aux. The temporary
+      memory is then that of ``perturbation_batch_size`` perturbations whatever n is (on a
+      2-hidden-layer MLP, n = 8 one at a time needs 1.7× the parameter bytes more temporary
+      memory than n = 1), and the compiled program does not grow with n. ``None``
+      (default): all n at once (n copies of the weights, gradients and activations alive
+      together). Results agree with the vectorised ones up to the float rounding of the
+      summation order (the sum over groups is taken group by group, then divided by n: a
+      few ulp for float32). On CPU, a
+      convolution vectorised over n weight tensors becomes a grouped convolution that XLA
       runs many times slower than n plain ones (a ResNet-18 step with n = 8 and
       ``split_batch`` takes about 5 SGD steps vectorised, about 1 with ``1``), so use ``1``
       for convolutional networks there. Must divide n. The draws ε_i are the same for every
       value.
+    perturbation_scale: how the scale of ε depends on the weights. ``"isotropic"`` (the
+      paper): every coordinate gets σ, and the smoothed loss is
+      :math:`U + \tfrac{\sigma^2}{2}\operatorname{tr}\nabla^2 U`. ``"filter"`` (m-RWP,
+      Li et al. 2024): each output filter :math:`f` (the last axis of a kernel: Dense
+      ``(in, out)``, Conv ``(..., in, out)``) gets :math:`\sigma\lVert w_f\rVert`, 1-D and
+      scalar leaves :math:`\sigma\lVert w\rVert`; the smoothing is then
+      :math:`\tfrac{\sigma^2}{2}\sum_f \lVert w_f\rVert^2 \operatorname{tr}\nabla^2_{w_f}U`,
+      invariant to rescaling a filter in a network with BatchNorm. ``"element"`` (as in
+      ASAM): coordinate i gets :math:`\sigma|w_i|`, smoothing by
+      :math:`\tfrac{\sigma^2}{2}\sum_i w_i^2\,\partial_i^2 U`. The scales are computed from
+      the current weights and not differentiated (as m-RWP does); under ``jit`` with
+      sharded weights a filter's norm is the global one. With a weight-dependent scale the
+      smoothed loss depends on θ through the scale too, so the Langevin chain's stationary
+      law is no longer exactly :math:`\exp(-\beta U_\sigma)`: use these scales for
+      optimisation (flat minima), the isotropic one for sampling.
+    aux_reduction: how ``aux`` is combined over the n perturbations: ``"mean"`` (floating
+      leaves averaged, e.g. BatchNorm batch statistics, which gives one running-average
+      update with the mean batch statistics; other leaves from the first perturbation),
+      ``"concat"`` (per-example leaves concatenated along axis 0, in batch order with
+      ``split_batch``), ``"stack"`` (a new leading axis of length n), or a pytree prefix of
+      ``aux`` with those strings (or ``None``) as leaves. ``None`` (default): ``"mean"``,
+      except that with ``split_batch`` and n > 1 an aux leaf with a shape raises an error
+      asking for a choice, since averaging per-example values across slices would silently
+      mix up examples (scalar leaves are averaged, which is right for means over equal
+      slices).
 
   Returns:
     ``f(params, opt_state, *args, **kwargs) -> (value, grads)`` or
     ``((value, aux), grads)`` with ``has_aux``, like ``jax.value_and_grad``.
 
   Raises:
-    ValueError: for n < 1, an odd n with ``antithetic``, an unknown ``perturbation``,
-      ``per_device_perturbations`` without ``axis_name``, a ``perturbation_batch_size`` that
-      does not divide n; when called, for an ``opt_state`` with no or several
-      :class:`FSGLDState`, or a batch that ``split_batch`` cannot divide.
+    ValueError: for n < 1, an odd n with ``antithetic``, an unknown ``perturbation`` or
+      ``perturbation_scale``, ``per_device_perturbations`` without ``axis_name``, a
+      ``perturbation_batch_size`` that does not divide n; when called, for an ``opt_state``
+      with no or several sources of perturbations, params that do not match the state, a
+      batch that ``split_batch`` cannot divide or that has no batched argument, an ambiguous
+      per-example ``aux`` under ``split_batch``.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax, fsgld_optax
@@ -268,63 +330,132 @@ def perturbed_value_and_grad(
       f"{n_perturbations}, got {perturbation_batch_size!r}."
     )
   _randomness.check_distribution("perturbation", perturbation, PerturbationDistribution)
+  _randomness.check_distribution("perturbation_scale", perturbation_scale, PerturbationScale)
+  for spec in jax.tree.leaves(aux_reduction, is_leaf=lambda x: x is None):
+    if spec is not None and spec not in get_args(AuxReduction):
+      raise ValueError(
+        f"aux_reduction must be one of {get_args(AuxReduction)} or a pytree prefix of aux with "
+        f"those as leaves, got {aux_reduction!r}."
+      )
   n = n_perturbations
+  size = n if perturbation_batch_size is None else perturbation_batch_size
+  num_keys = n // 2 if antithetic else n
   # Integer and boolean leaves of params are skipped: never perturbed, float0 gradients.
-  value_and_grad = jax.value_and_grad(fun, has_aux=has_aux, allow_int=True)
-
-  def draw(key: jax.Array, params: Any) -> Any:
-    return _randomness.standard_noise_like(key, params, perturbation)
+  with_aux = fun if has_aux else (lambda *a, **k: (fun(*a, **k), None))
+  value_and_grad = jax.value_and_grad(with_aux, has_aux=True, allow_int=True)
 
   def wrapped(params: Any, opt_state: optax.OptState, *args: Any, **kwargs: Any) -> Any:
     state = find_fsgld_state(opt_state)
+    seen = _seen_leaves(state.perturbed, params)
     if axis_name is not None:
       params = _as_varying(params, axis_name)
     key = _randomness.perturbation_key(state.rng_key, state.count)
     if per_device_perturbations:
       key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    keys = jax.random.split(key, num_keys)
     sigma = state.sigma
 
-    def perturb(p: jax.Array, e: jax.Array) -> jax.Array:
+    def perturb(p: Any, e: Any, sees: bool) -> Any:
       # One buffer for θ + σε, so the draw is never recomputed inside the consumers that
       # broadcast a parameter over activations (see _randomness.materialize).
-      if not _randomness.is_inexact(p):
+      if not (sees and _randomness.is_inexact(p)):
         return p
-      return _randomness.materialize((p + sigma * e).astype(p.dtype))
+      scale = _scale(p, sigma, perturbation_scale)
+      return _randomness.materialize((p + scale * e).astype(p.dtype))
 
-    def value_and_grad_at(noise: Any, *args: Any) -> Any:
-      return value_and_grad(jax.tree.map(perturb, params, noise), *args, **kwargs)
+    def value_and_grad_at(index: int | jax.Array, sign: Any, *args: Any) -> Any:
+      noise = _randomness.standard_noise_like(keys[index], params, perturbation)
+      noise = jax.tree.map(lambda e: sign * e if _randomness.is_inexact(e) else e, noise)
+      return value_and_grad(jax.tree.map(perturb, params, noise, seen), *args, **kwargs)
+
+    num_groups = n // size
+    split_argnums: tuple[int, ...] = ()
+    if split_batch and n > 1:
+      split_argnums = _batch_argnums(batch_argnums, len(args))
+      if not jax.tree.leaves([args[i] for i in split_argnums]):
+        raise ValueError(
+          "split_batch=True needs a batched positional argument to split, but the function got "
+          f"none (batch_argnums={batch_argnums!r}, {len(args)} arguments after "
+          "(params, opt_state)). A loss that closes over its batch would silently cost "
+          f"{n} full-batch gradients: pass the batch as an argument, or split_batch=False."
+        )
+    # Batched arguments get two leading axes (group g, member j): perturbation g * size + j
+    # sees slice g * size + j of the batch.
+    grouped = [
+      jax.tree.map(lambda x, i=i: _split_leading(x, num_groups, size, i), a)
+      if i in split_argnums
+      else None
+      for i, a in enumerate(args)
+    ]
+
+    def group(index: Any, group_args: list[Any]) -> list[Any]:
+      """Flat outputs of perturbations ``index * size + j``, stacked along a leading ``j`` axis."""
+      indices = index * size + np.arange(size)
+      signs = jnp.where(indices < num_keys, 1.0, -1.0).astype(jnp.float32)
+      key_index = indices % num_keys
+      full = [a if g is None else g for a, g in zip(args, group_args, strict=True)]
+      if size == 1:
+        squeezed = [
+          a if g is None else jax.tree.map(lambda x: x[0], a)
+          for a, g in zip(full, group_args, strict=True)
+        ]
+        out = value_and_grad_at(key_index[0], signs[0], *squeezed)
+        out = jax.tree.map(lambda x: x[None], out)
+      else:
+        axes = [None if g is None else 0 for g in group_args]
+        out = jax.vmap(value_and_grad_at, in_axes=(0, 0, *axes), axis_size=size)(
+          key_index, signs, *full
+        )
+      (value_g, aux_g), grads_g = out
+      return [value_g, aux_g, grads_g]
 
     if n == 1:
-      out = value_and_grad_at(draw(jax.random.split(key, 1)[0], params), *args)
+      (value, aux), grads = value_and_grad_at(0, np.float32(1.0), *args)
     else:
-      keys = jax.random.split(key, n // 2 if antithetic else n)
-      noise = jax.vmap(draw, in_axes=(0, None))(keys, params)
-      if antithetic:
-        noise = jax.tree.map(
-          lambda e: jnp.concatenate([e, -e if _randomness.is_inexact(e) else e]), noise
-        )
-      args_list: list[Any] = list(args)
-      args_axes: list[int | None] = [None] * len(args)
-      if split_batch:
-        for i in _batch_argnums(batch_argnums, len(args)):
-          args_list[i] = jax.tree.map(lambda x, i=i: _split_leading(x, n, i), args[i])
-          args_axes[i] = 0
-      if perturbation_batch_size is None or perturbation_batch_size == n:
-        batched = jax.vmap(value_and_grad_at, in_axes=(0, *args_axes), axis_size=n)(
-          noise, *args_list
-        )
-      else:
-        batched = _in_groups(
-          value_and_grad_at, noise, args_list, args_axes, n, perturbation_batch_size
-        )
-      out = _mean_over_perturbations(batched)
+      at = lambda g: [None if a is None else jax.tree.map(lambda x: x[g], a) for a in grouped]
+      out_0 = group(0, at(0))
+      hows = [
+        "mean",
+        _reductions(jax.tree.map(lambda x: x[0], out_0[1]), aux_reduction, split_batch, n),
+        "mean",
+      ]
+      is_how = lambda x: isinstance(x, str)
+      leaves_0, treedef = jax.tree.flatten(out_0)
+      how_leaves = jax.tree.leaves(
+        jax.tree.map(lambda how, x: jax.tree.map(lambda _: how, x), hows, out_0, is_leaf=is_how)
+      )
+      reduce = lambda leaves: [_reduce_group(x, h) for x, h in zip(leaves, how_leaves, strict=True)]
+      first = reduce(leaves_0)
+      # Running sums of the "mean" leaves; "concat"/"stack" leaves are kept per group.
+      sums = [x if h == "mean" else None for x, h in zip(first, how_leaves, strict=True)]
+      kept = [None if h == "mean" else x[None] for x, h in zip(first, how_leaves, strict=True)]
+      if num_groups > 1:
+        # The other groups run one after another in a loop, so only one group's perturbed
+        # weights, activations and gradients are alive at a time. (A sequence written out in
+        # the program does not ensure that: XLA may reorder and fuse it, for instance into one
+        # sum reading every group's gradient.)
+        def body(carry: list[Any], xs: Any) -> tuple[list[Any], list[Any]]:
+          index, group_args = xs
+          out = reduce(jax.tree.leaves(group(index, group_args)))
+          carry = [None if a is None else _merge(a, x) for a, x in zip(carry, out, strict=True)]
+          return carry, [None if h == "mean" else x for x, h in zip(out, how_leaves, strict=True)]
+
+        rest = [None if a is None else jax.tree.map(lambda x: x[1:], a) for a in grouped]
+        sums, stacked = jax.lax.scan(body, sums, (jnp.arange(1, num_groups), rest))
+        kept = [
+          None if k is None else jnp.concatenate([k, s]) for k, s in zip(kept, stacked, strict=True)
+        ]
+      # "concat" and "stack" leaves: (group, member, ...) or (group, member x example, ...).
+      leaves = [
+        _finish(s, h, n) if k is None else k.reshape((-1, *k.shape[2:]))
+        for s, k, h in zip(sums, kept, how_leaves, strict=True)
+      ]
+      value, aux, grads = jax.tree.unflatten(treedef, leaves)
     if axis_name is not None:
-      (value, aux), grads = out if has_aux else ((out[0], None), out[1])
       value = jax.lax.pmean(value, axis_name)
       grads = jax.tree.map(
         lambda g: jax.lax.pmean(g, axis_name) if _randomness.is_inexact(g) else g, grads
       )
-      out = ((value, aux), grads) if has_aux else (value, grads)
-    return out
+    return ((value, aux), grads) if has_aux else (value, grads)
 
   return wrapped

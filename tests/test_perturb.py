@@ -53,8 +53,7 @@ def assert_close(a, b, rtol=1e-6, atol=1e-7):
 
 
 def fsgld_state(params, count: int = 0):
-  tx = fsgld_optax.fsgld(0.1, 1e4, sigma=SIGMA, key=3)
-  state = tx.init(params)
+  state = fsgld_optax.rwp(SIGMA, key=3).init(params)
   return state._replace(count=jnp.asarray(count, jnp.int32))
 
 
@@ -220,3 +219,50 @@ def test_bad_batch_argnums_is_a_clear_error():
   )
   with pytest.raises(ValueError, match="batch_argnums"):
     grad_fn(params, fsgld_state(params), *batch)
+
+
+@pytest.mark.parametrize("group", [1, 2])
+@pytest.mark.parametrize("antithetic", [False, True], ids=["iid", "antithetic"])
+def test_groups_agree_with_all_at_once(group, antithetic):
+  """Groups in a loop with running sums equal one vmap over all n, up to float32 rounding.
+
+  Only the order of the sums over perturbations differs (group by group, then / n, against one
+  reduction over n), a few float32 ulp, hence rtol 1e-6 and atol 1e-7 (for entries near 0).
+  """
+  n = 4
+  params, (x, y) = make_params(), make_batch(8)
+  state = fsgld_state(params, count=5)
+
+  def loss_with_aux(params, x, y):
+    out = jnp.tanh(x @ params["w"] + params["b"][None, :])
+    aux = {"stat": jnp.mean(out, axis=0), "per_example": out, "theta": params, "n": jnp.int32(3)}
+    return jnp.mean((out - y) ** 2), aux
+
+  reductions = {"stat": "mean", "per_example": "concat", "theta": "stack", "n": "mean"}
+  kwargs = dict(
+    n_perturbations=n,
+    has_aux=True,
+    split_batch=True,
+    antithetic=antithetic,
+    aux_reduction=reductions,
+  )
+  at_once = jax.jit(fsgld_optax.perturbed_value_and_grad(loss_with_aux, **kwargs))
+  grouped = jax.jit(
+    fsgld_optax.perturbed_value_and_grad(loss_with_aux, perturbation_batch_size=group, **kwargs)
+  )
+  (value, aux), grads = grouped(params, state, x, y)
+  (value_ref, aux_ref), grads_ref = at_once(params, state, x, y)
+  assert_close((value, grads, aux["stat"]), (value_ref, grads_ref, aux_ref["stat"]))
+  assert aux["per_example"].shape == (8, 3)
+  np.testing.assert_allclose(aux["per_example"], aux_ref["per_example"], rtol=1e-6, atol=1e-7)
+  assert int(aux["n"]) == 3 and aux["n"].dtype == jnp.int32
+  # The same draws: θ + σε differs at most by the rounding of the multiply-add (XLA fuses it
+  # into an FMA or not depending on the program around it).
+  assert_close(aux["theta"], aux_ref["theta"])
+  # Both equal the plain loop over perturbations (so neither is trivially wrong).
+  eps = draws(state, params, n, antithetic)
+  slices = [(x[2 * i : 2 * i + 2], y[2 * i : 2 * i + 2]) for i in range(n)]
+  assert_close((value, grads), manual(params, eps, slices))
+  for i, e in enumerate(eps):
+    expected = jax.tree.map(lambda p, d: p + SIGMA * d, params, e)
+    assert_close({k: t[i] for k, t in aux["theta"].items()}, expected)
