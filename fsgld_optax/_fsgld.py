@@ -1,14 +1,17 @@
-"""The fSGLD gradient transformation: a Langevin step on a gradient taken at perturbed weights.
+"""The fSGLD family's shared assembly and its first member, fSGLD.
 
-Randomness contract (every line is tested in ``tests/``):
+Randomness contract of every member (each line is tested in ``tests/``):
 
-1. All randomness of step ``k`` comes from ``FSGLDState.rng_key`` and ``k``
-   (``FSGLDState.count``); after ``init`` the user passes no key. The same key gives the
-   same trajectory, bitwise, on the same hardware.
+1. All randomness of step ``k`` comes from the key given to the factory and ``k``: the
+   source of perturbations (:class:`~fsgld_optax.FSGLDState`) and the Langevin noise
+   (:class:`~fsgld_optax.LangevinState`) each hold a copy of it and count the steps
+   together; after ``init`` the user passes no key. The same key gives the same trajectory,
+   bitwise, on the same hardware.
 2. The perturbations ε of step ``k`` (drawn by :func:`perturbed_value_and_grad`) and the
-   Langevin noise ξ of step ``k`` (drawn by ``update``) come from independent streams;
-   neither repeats across steps. The wrapper and ``update`` agree on ``k`` and on σ_k
-   because both read them from the same state.
+   Langevin noise ξ of step ``k`` (drawn by ``update``) come from independent streams,
+   ``fold_in(fold_in(key, k), 0)`` and ``… , 1)``; neither repeats across steps, also past
+   2³¹ − 1 steps (the key ratchets once the counter saturates). The wrapper reads ``k`` and
+   σ_k from the source's state, so it and ``update`` agree on the step without the user.
 3. Under ``jit`` with ``NamedSharding`` the draws are global arrays computed shard by shard
    (threefry-partitionable), so an 8-device run equals the 1-device run.
 4. Under ``shard_map``/``pmap`` with ``axis_name``: gradients are averaged over the axis; ξ is
@@ -19,116 +22,98 @@ Randomness contract (every line is tested in ``tests/``):
 
 from __future__ import annotations
 
-import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import core as jax_core
 
-from fsgld_optax import _randomness
+from fsgld_optax import _randomness, _validation
+from fsgld_optax._langevin import add_langevin_noise, check_beta
 from fsgld_optax._randomness import LangevinDistribution
+from fsgld_optax._source import perturbation_source
 
 
-class FSGLDState(NamedTuple):
-  """State of :func:`fsgld`.
-
-  Attributes:
-    count: ``int32[]``, the number of updates taken so far; the index ``k`` of the next step.
-    rng_key: typed PRNG key ``key<impl>[]``; fixed for the whole run, step ``k`` derives its
-      draws from ``(rng_key, k)``.
-    sigma: ``float[]``, the perturbation scale σ_k of the next step, read by
-      :func:`perturbed_value_and_grad`.
-
-  All fields are arrays, the key a typed key, so ``orbax.checkpoint``'s ``StandardSave``
-  and ``StandardRestore`` save and restore the state as it is; a run continued from a
-  checkpoint equals the uninterrupted run bitwise.
-  """
-
-  count: jax.Array
-  rng_key: jax.Array
-  sigma: jax.Array
-
-
-def _concrete_float(value: Any, name: str = "hyperparameter") -> float | None:
-  """``value`` as a Python float if it is a concrete real scalar, else ``None``.
-
-  Schedules and traced values (inside ``jit`` or ``inject_hyperparams``) give ``None``.
-  """
-  if callable(value) or value is None or isinstance(value, bool):
-    return None
+def _check_array(name: str, value: Any, dtype: Any, *, allow_inf: bool) -> jax.Array:
+  """``value`` as an array of ``dtype``; concrete entries must be > 0 and fit ``dtype``."""
+  if isinstance(value, jax_core.Tracer):
+    return jnp.asarray(value, dtype)
+  if value is None or isinstance(value, bool | np.bool_ | str | bytes) or callable(value):
+    raise ValueError(f"{name} must be a positive real number or array, got {value!r}.")
   try:
     array = np.asarray(value)
   except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return None
-  if array.dtype.kind not in "iuf":
-    return None
-  if array.shape != ():
-    raise ValueError(f"{name} must be a scalar, got an array of shape {array.shape}.")
-  return float(array)
+    return jnp.asarray(value, dtype)
+  except (TypeError, ValueError) as error:
+    raise ValueError(f"{name} must be a positive real number or array, got {value!r}.") from error
+  if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)):
+    raise ValueError(f"{name} must be real, got dtype {array.dtype}.")
+  values = array.astype(np.float64)
+  if np.any(np.isnan(values)) or np.any(values <= 0):
+    raise ValueError(f"{name} must be > 0 everywhere, got {value!r}.")
+  if not allow_inf and np.any(np.isinf(values)):
+    raise ValueError(f"{name} must be finite, got {value!r}.")
+  limit = float(jnp.finfo(dtype).max)
+  if np.any(np.isfinite(values) & (values > limit)):
+    raise ValueError(f"{name}={value!r} overflows {jnp.dtype(dtype).name} (largest {limit:.3g}).")
+  return jnp.asarray(array.astype(dtype))
 
 
-def check_scalar(
-  name: str, value: Any, *, lower: float, inclusive: bool, allow_inf: bool = True
-) -> None:
-  """Raises a ``ValueError`` naming ``name`` if a concrete ``value`` is out of range.
+def _floating(tree: Any) -> Any:
+  return jax.tree.map(_randomness.is_inexact, tree)
 
-  Traced values and schedules cannot be checked here and pass through.
+
+def family(
+  name: str,
+  *steps: optax.GradientTransformation,
+  beta: optax.ScalarOrSchedule,
+  sigma: optax.ScalarOrSchedule | None,
+  eta: Any,
+  weight_decay: Any,
+  key: int | jax.Array,
+  learning_rate: optax.ScalarOrSchedule,
+) -> optax.GradientTransformationExtraArgs:
+  """A member of the family: the source of perturbations, then the ``steps``.
+
+  After checking the shared arguments, chains the source of perturbations (σ given, or
+  coupled to β at every step), then ``optax.add_decayed_weights`` (for a non-zero
+  ``weight_decay``) and ``steps``, the latter on the floating leaves only (``optax.masked``),
+  so integer and boolean leaves keep the zero updates of their dtype that the source gives
+  them.
   """
-  x = _concrete_float(value, name)
-  if x is None:
-    return
-  bound = f">= {lower}" if inclusive else f"> {lower}"
-  if math.isnan(x) or (x < lower if inclusive else x <= lower):
-    raise ValueError(f"{name} must be {bound}, got {x}.")
-  if math.isinf(x) and not allow_inf:
-    raise ValueError(f"{name} must be finite, got {x}.")
-
-
-def _map_inexact(fn: Any, tree: Any, *rest: Any) -> Any:
-  """``jax.tree.map(fn, tree, *rest)`` on floating leaves of ``tree``; others pass through."""
-  return jax.tree.map(
-    lambda leaf, *xs: fn(leaf, *xs) if _randomness.is_inexact(leaf) else leaf, tree, *rest
+  _validation.check_scalar(
+    "learning_rate", learning_rate, lower=0.0, inclusive=True, allow_inf=False, allow_schedule=True
   )
-
-
-def _at(value: optax.ScalarOrSchedule, count: jax.Array) -> jax.Array:
-  """The value of a scalar or schedule at step ``count``, in the default float dtype."""
-  return jnp.asarray(value(count) if callable(value) else value, dtype=jnp.result_type(float))
-
-
-def _check_schedule(
-  name: str, schedule: Any, value: jax.Array, *, lower: float, inclusive: bool, allow_inf: bool
-) -> None:
-  """Checks a schedule's value at the current step where it is concrete (outside ``jit``)."""
-  if callable(schedule):
-    check_scalar(
-      f"{name} (schedule value)", value, lower=lower, inclusive=inclusive, allow_inf=allow_inf
+  check_beta(beta)
+  if sigma is not None:
+    _validation.check_scalar(
+      "sigma", sigma, lower=0.0, inclusive=True, allow_inf=False, allow_schedule=True
     )
+  _validation.check_scalar("eta", eta, lower=0.0, inclusive=False, allow_inf=False)
+  _validation.check_scalar("weight_decay", weight_decay, lower=0.0, inclusive=True, allow_inf=False)
+  if sigma is None:
+    sigma_of_step = lambda count: coupled_sigma(_validation.at(beta, count), eta)
+  else:
+    sigma_of_step = sigma
+  # Left out only for a Python zero: an array (e.g. from optax.inject_hyperparams) may be traced
+  # at update time, and the state must have the same structure at init and update.
+  if not (isinstance(weight_decay, int | float) and weight_decay == 0):
+    steps = (optax.add_decayed_weights(weight_decay), *steps)
+  inner = optax.with_extra_args_support(optax.masked(optax.chain(*steps), _floating))
 
+  def update_fn(
+    updates: optax.Updates, state: Any, params: optax.Params | None = None, **extra_args: Any
+  ) -> tuple[optax.Updates, Any]:
+    if params is None and not jax.tree.leaves(updates):
+      params = updates  # An empty tree needs no parameters, whatever the steps ask for.
+    return inner.update(updates, state, params, **extra_args)
 
-def _zero_non_inexact(updates: Any, params: Any) -> Any:
-  """Zero updates for the leaves that fSGLD never moves.
-
-  With ``params``, a leaf moves iff both its parameter and its update are floating; the
-  others (integer or boolean parameters, whose gradients are ``float0`` under
-  ``jax.grad(..., allow_int=True)``) get zeros of the parameter's dtype. Without ``params``,
-  integer, boolean and ``float0`` updates become zeros (``bool`` zeros for ``float0``,
-  which add nothing to any dtype).
-  """
-
-  def zero(u: Any, p: Any = None) -> Any:
-    if p is not None:
-      return u if _randomness.is_inexact(u) and _randomness.is_inexact(p) else jnp.zeros_like(p)
-    if _randomness.is_inexact(u):
-      return u
-    dtype = jnp.result_type(u)
-    return jnp.zeros(np.shape(u), bool if dtype == jax.dtypes.float0 else dtype)
-
-  if params is None:
-    return jax.tree.map(zero, updates)
-  return jax.tree.map(zero, updates, params)
+  return optax.chain(
+    perturbation_source(sigma_of_step, key=key, name=name),
+    optax.GradientTransformationExtraArgs(inner.init, update_fn),  # pyright: ignore[reportArgumentType]
+  )
 
 
 def coupled_sigma(beta: Any, eta: Any) -> jax.Array:
@@ -143,11 +128,18 @@ def coupled_sigma(beta: Any, eta: Any) -> jax.Array:
   :math:`v = u + \tfrac{\sigma^2}{2} \operatorname{tr} \nabla^2 u`. ``beta=inf`` gives 0.
 
   Args:
-    beta: inverse temperature β > 0 (scalar or array).
-    eta: coupling exponent η > 0; the paper's code uses 0.1 or 0.01.
+    beta: inverse temperature β > 0 (scalar or array); ``inf`` gives σ = 0.
+    eta: coupling exponent η > 0, finite (scalar or array, broadcast against ``beta``); the
+      paper's code uses 0.1 or 0.01.
 
   Returns:
-    σ as an array of the default float dtype.
+    σ as an array of the default float dtype, of the broadcast shape of ``beta`` and ``eta``.
+
+  Raises:
+    ValueError: naming ``beta`` or ``eta`` for a concrete entry that is not a real number
+      > 0 (NaN, a boolean, a string, a complex number, ``None``), an ``eta`` that is
+      ``inf``, a finite value that overflows the default float dtype, or shapes that do not
+      broadcast. Traced values (under ``jit``, ``vmap``, ``grad``) are not checked.
 
   Examples:
     >>> import fsgld_optax
@@ -158,11 +150,16 @@ def coupled_sigma(beta: Any, eta: Any) -> jax.Array:
     Bruno et al., *Flatness-Aware Stochastic Gradient Langevin Dynamics*, ICML 2026.
     https://arxiv.org/abs/2510.02174
   """
-  check_scalar("beta", beta, lower=0.0, inclusive=False)
-  check_scalar("eta", eta, lower=0.0, inclusive=False)
   dtype = jnp.result_type(float)
-  beta = jnp.asarray(beta, dtype)
-  return jnp.power(beta, -(1.0 + jnp.asarray(eta, dtype)) / 4.0)
+  beta = _check_array("beta", beta, dtype, allow_inf=True)
+  eta = _check_array("eta", eta, dtype, allow_inf=False)
+  try:
+    shape = jnp.broadcast_shapes(jnp.shape(beta), jnp.shape(eta))
+  except ValueError as error:
+    raise ValueError(
+      f"beta of shape {jnp.shape(beta)} and eta of shape {jnp.shape(eta)} do not broadcast."
+    ) from error
+  return jnp.power(jnp.broadcast_to(beta, shape), -(1.0 + jnp.broadcast_to(eta, shape)) / 4.0)
 
 
 def fsgld(
@@ -193,21 +190,40 @@ def fsgld(
   = U + \tfrac{\sigma^2}{2}\operatorname{tr}\nabla^2 U + O(\sigma^4)`, so it prefers flat
   minima, at the cost of one gradient per step.
 
+  It is built like an optax alias, from pieces with one job each::
+
+    optax.chain(
+        rwp(σ, key),                             # the source of perturbations (FSGLDState)
+        optax.masked(optax.chain(                # on the floating leaves:
+            optax.add_decayed_weights(w),        #   g + w θ (only when w != 0)
+            optax.scale_by_learning_rate(λ),     #   −λ (g + w θ)
+            add_langevin_noise(λ, β, key=key),   #   + sqrt(2λ/β) ξ
+        ), floating_leaves),
+    )
+
+  so its state is a tuple; :func:`find_fsgld_state` returns the :class:`FSGLDState` in it.
+
   Special cases: ``sigma=0`` is SGLD (:func:`sgld`); ``beta=inf`` switches the Langevin noise
   off (with ``sigma > 0``: random weight perturbation, RWP, with plain SGD); both give SGD.
 
   Reliability:
 
   - Integer and boolean parameter leaves are never moved: they get a zero update and no
-    noise (and :func:`perturbed_value_and_grad` never perturbs them).
-  - Hyperparameters are checked when ``fsgld`` is called. A schedule's value is checked
-    at every step where it is concrete, i.e. outside ``jit`` (run one step of a jitted loop
-    under ``jax.disable_jit()`` to check it). Under ``jit`` a negative λ or a β ≤ 0 makes
-    the noise scale, and so the update, non-finite, which ``optax.apply_if_finite`` skips
-    and ``jax_debug_nans`` reports; a negative σ acts as ``|σ|`` (ε is symmetric).
+    noise (and :func:`perturbed_value_and_grad` never perturbs them). Complex leaves are
+    rejected at ``init``: split them into real and imaginary parts.
+  - Hyperparameters are checked when ``fsgld`` is called, with an error naming the argument
+    (booleans, strings, ``None``, complex numbers, arrays, NaN, out-of-range values and
+    values that overflow float32 are rejected; ``bfloat16``/``float16`` scalars are checked
+    like floats). A schedule's value is checked at every step where it is concrete, i.e.
+    outside ``jit`` (run one step of a jitted loop under ``jax.disable_jit()`` to check it).
+    Under ``jit`` a negative λ or a β ≤ 0 makes the noise scale, and so the update,
+    non-finite, which ``optax.apply_if_finite`` skips and ``jax_debug_nans`` reports; a
+    negative σ acts as ``|σ|`` (ε is symmetric).
   - Under ``optax.apply_if_finite`` a skipped step leaves this state, count included,
     unchanged, so it consumes no randomness: the next good step draws what step ``k`` of
     a run without the bad batch would.
+  - The step counter saturates at 2³¹ − 1 (schedules stay at their last value); from then on
+    the key ratchets every step, so the noise stays fresh for any number of steps.
   - The update is applied in each parameter's own dtype. In ``bfloat16`` a Langevin step
     of size :math:`\sqrt{2\lambda/\beta} \approx 10^{-5}` is rounded away on weights of
     size ~1; keep float32 master weights and compute in ``bfloat16`` inside the loss
@@ -232,8 +248,8 @@ def fsgld(
       ``"gaussian"`` for posterior sampling at moderate β, where each step's noise matters.
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` whose state is :class:`FSGLDState`.
-    Extra keyword arguments to ``update`` are accepted and ignored.
+    An ``optax.GradientTransformationExtraArgs``. Extra keyword arguments to ``update`` are
+    accepted and ignored.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax, fsgld_optax
@@ -247,70 +263,24 @@ def fsgld(
     ...   loss, grads = grad_fn(params, opt_state, x)
     ...   updates, opt_state = tx.update(grads, opt_state, params)
     ...   params = optax.apply_updates(params, updates)
-    >>> print(opt_state.count, params["w"].shape)
+    >>> print(fsgld_optax.find_fsgld_state(opt_state).count, params["w"].shape)
     3 (3,)
 
   References:
     Bruno, Hwang, An, Sabanis and Lim, *Flatness-Aware Stochastic Gradient Langevin
     Dynamics*, ICML 2026. https://arxiv.org/abs/2510.02174
   """
-  check_scalar("learning_rate", learning_rate, lower=0.0, inclusive=True, allow_inf=False)
-  check_scalar("beta", beta, lower=0.0, inclusive=False)
-  check_scalar("sigma", sigma, lower=0.0, inclusive=True, allow_inf=False)
-  check_scalar("eta", eta, lower=0.0, inclusive=False, allow_inf=False)
-  check_scalar("weight_decay", weight_decay, lower=0.0, inclusive=True, allow_inf=False)
-  _randomness.check_distribution("langevin_noise", langevin_noise, LangevinDistribution)
-  rng_key = _randomness.canonical_key(key)
-  noiseless = _concrete_float(beta) == math.inf
-  no_decay = _concrete_float(weight_decay) == 0.0
-
-  def sigma_at(count: jax.Array) -> jax.Array:
-    if sigma is None:
-      return coupled_sigma(_at(beta, count), eta)
-    sigma_k = _at(sigma, count)
-    _check_schedule("sigma", sigma, sigma_k, lower=0.0, inclusive=True, allow_inf=False)
-    return sigma_k
-
-  def init_fn(params: optax.Params) -> FSGLDState:
-    del params
-    count = jnp.zeros([], jnp.int32)
-    return FSGLDState(count=count, rng_key=rng_key, sigma=sigma_at(count))
-
-  def update_fn(
-    updates: optax.Updates,
-    state: FSGLDState,
-    params: optax.Params | None = None,
-    **extra_args: Any,
-  ) -> tuple[optax.Updates, FSGLDState]:
-    del extra_args
-    if not no_decay and params is None and jax.tree.leaves(updates):
-      raise ValueError(
-        "fsgld with weight_decay != 0 needs the parameters: call update(grads, opt_state, params)."
-      )
-    if params is not None and jax.tree.structure(updates) != jax.tree.structure(params):
-      raise ValueError(
-        "fsgld update got updates and params with different tree structures:\n"
-        f"  updates: {jax.tree.structure(updates)}\n  params:  {jax.tree.structure(params)}"
-      )
-    updates = _zero_non_inexact(updates, params)
-    lr = _at(learning_rate, state.count)
-    _check_schedule("learning_rate", learning_rate, lr, lower=0.0, inclusive=True, allow_inf=False)
-    if no_decay:
-      steps = _map_inexact(lambda g: -lr * g, updates)
-    else:
-      steps = _map_inexact(lambda g, p: -lr * (g + weight_decay * p), updates, params)
-    if not noiseless:
-      beta_k = _at(beta, state.count)
-      _check_schedule("beta", beta, beta_k, lower=0.0, inclusive=False, allow_inf=True)
-      noise_scale = jnp.sqrt(2.0 * lr / beta_k)
-      key = _randomness.langevin_key(state.rng_key, state.count)
-      xi = _randomness.standard_noise_like(key, updates, langevin_noise)
-      steps = _map_inexact(lambda s, x: s + noise_scale * x, steps, xi)
-    new_updates = _map_inexact(lambda s, g: s.astype(g.dtype), steps, updates)
-    count = jnp.asarray(optax.safe_increment(state.count))
-    return new_updates, FSGLDState(count=count, rng_key=state.rng_key, sigma=sigma_at(count))
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)  # pyright: ignore[reportArgumentType]
+  return family(
+    "fsgld",
+    optax.scale_by_learning_rate(learning_rate),
+    add_langevin_noise(learning_rate, beta, key=key, distribution=langevin_noise),
+    beta=beta,
+    sigma=sigma,
+    eta=eta,
+    weight_decay=weight_decay,
+    key=key,
+    learning_rate=learning_rate,
+  )
 
 
 def sgld(
@@ -328,7 +298,7 @@ def sgld(
     \theta_{k+1} = \theta_k - \lambda_k \left(\nabla U(\theta_k) + w\, \theta_k\right)
       + \sqrt{2 \lambda_k / \beta_k}\; \xi_k, \quad \xi_k \sim \mathcal{N}(0, I).
 
-  Its state is an :class:`FSGLDState` with ``sigma = 0``, so it also works with
+  Its state holds an :class:`FSGLDState` with ``sigma = 0``, so it also works with
   :func:`perturbed_value_and_grad` (which then perturbs nothing), but a plain
   ``jax.grad`` is all it needs.
 
@@ -347,7 +317,8 @@ def sgld(
     >>> tx = fsgld_optax.sgld(learning_rate=1e-2, beta=1e4, key=0)
     >>> params = jnp.zeros(2)
     >>> updates, state = tx.update(jnp.ones(2), tx.init(params), params)
-    >>> print(state.count, float(state.sigma))
+    >>> source = fsgld_optax.find_fsgld_state(state)
+    >>> print(source.count, float(source.sigma))
     1 0.0
 
   References:

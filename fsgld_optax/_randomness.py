@@ -41,7 +41,10 @@ weights. ``benchmarks/cost.py`` measures all of this against an SGD step.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
+import sys
 from collections.abc import Callable
 from typing import Any, Literal, get_args
 
@@ -49,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import core as jax_core
 
 Distribution = Literal["gaussian", "rademacher", "binomial"]
 PerturbationDistribution = Literal["gaussian", "rademacher"]
@@ -58,26 +62,117 @@ _PERTURBATION_STREAM = 0
 _LANGEVIN_STREAM = 1
 
 
-def canonical_key(key: int | jax.Array) -> jax.Array:
-  """Returns a typed PRNG key from an int seed, a typed key or a legacy ``uint32[2]`` key."""
+def canonical_key(key: int | jax.Array, name: str = "key") -> jax.Array:
+  """A typed PRNG key of its own from an int seed, a typed key or a legacy ``uint32[2]`` key.
+
+  The result never shares a buffer with the caller's key, so donating a state built from it
+  (``jax.jit(..., donate_argnums=...)``) leaves the caller's key usable. Building a key also
+  teaches ``flax.serialization`` to store typed keys (:func:`register_key_serialization`).
+  """
+  key = _canonical_key(key, name)
+  register_key_serialization(key)
+  return key
+
+
+def _canonical_key(key: int | jax.Array, name: str) -> jax.Array:
   if isinstance(key, bool | np.bool_):
-    raise TypeError(f"key must be an int seed or a jax.random.key, got {key!r}.")
+    raise TypeError(f"{name} must be an int seed or a jax.random.key, got {key!r}.")
   if isinstance(key, int | np.integer):
+    if not -(2**63) <= int(key) < 2**63:
+      raise ValueError(f"{name} must be an int seed in [-2**63, 2**63), got {key}.")
     return jax.random.key(int(key))
   if not isinstance(key, jax.Array | np.ndarray):
-    raise TypeError(f"key must be an int seed or a jax.random.key, got {type(key).__name__}.")
+    raise TypeError(f"{name} must be an int seed or a jax.random.key, got {type(key).__name__}.")
   if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
     if key.shape:
-      raise ValueError(f"key must be a single key, got a key array of shape {key.shape}.")
-    return key
+      raise ValueError(f"{name} must be a single key, got a key array of shape {key.shape}.")
+    return fresh_key(key)
   if key.dtype == jnp.uint32 and key.shape == (2,):
-    return jax.random.wrap_key_data(key)
+    return jax.random.wrap_key_data(jnp.array(key, copy=True))
   if jnp.issubdtype(key.dtype, jnp.integer) and key.shape == ():
     return jax.random.key(key)
   raise TypeError(
-    "key must be an int seed, a typed jax.random.key or a legacy uint32[2] key; got an "
+    f"{name} must be an int seed, a typed jax.random.key or a legacy uint32[2] key; got an "
     f"array of dtype {key.dtype} and shape {key.shape}."
   )
+
+
+def _key_to_state_dict(key: jax.Array) -> dict[str, Any]:
+  return {
+    "impl": str(jax.random.key_impl(key)),
+    "key_data": np.asarray(jax.random.key_data(key)),
+  }
+
+
+def _key_from_state_dict(target: jax.Array, state: dict[str, Any]) -> jax.Array:
+  impl = state["impl"]
+  impl = impl.decode() if isinstance(impl, bytes) else str(impl)
+  expected = str(jax.random.key_impl(target))
+  if impl != expected:
+    raise ValueError(
+      f"Cannot restore a typed PRNG key of implementation {impl!r} into a target key of "
+      f"implementation {expected!r}."
+    )
+  data = jnp.asarray(state["key_data"])
+  key = jax.random.wrap_key_data(data, impl=impl)
+  if key.shape != target.shape:
+    raise ValueError(
+      f"Cannot restore a key array of shape {key.shape} into a target of shape {target.shape}."
+    )
+  return key
+
+
+_SERIALIZABLE_KEY_TYPES: set[type] = set()
+
+
+def register_key_serialization(key: jax.Array) -> None:
+  """Lets ``flax.serialization`` store and restore typed PRNG keys (once per key type).
+
+  ``flax.serialization.to_bytes``/``msgpack_serialize`` cannot convert a typed key to bytes,
+  so a state holding one (every member of the family's) would not save. This registers the
+  key's array type with ``flax.serialization.register_serialization_state``: a key is saved
+  as ``{"impl": name, "key_data": uint32 array}`` and restored bitwise with
+  ``jax.random.wrap_key_data``. Nothing happens when flax is not installed; when it is but
+  not imported yet, ``flax.serialization`` is imported here, once, when the first key of the
+  process is built (about half a second). A handler flax itself provides is kept.
+  """
+  key_type = type(key)
+  if key_type in _SERIALIZABLE_KEY_TYPES or isinstance(key, jax_core.Tracer):
+    return
+  serialization = sys.modules.get("flax.serialization")
+  if serialization is None:
+    if importlib.util.find_spec("flax") is None:
+      _SERIALIZABLE_KEY_TYPES.add(key_type)
+      return
+    serialization = importlib.import_module("flax.serialization")
+  if not serialization.is_serializable(key_type):
+    serialization.register_serialization_state(key_type, _key_to_state_dict, _key_from_state_dict)
+  _SERIALIZABLE_KEY_TYPES.add(key_type)
+
+
+def fresh_key(key: jax.Array) -> jax.Array:
+  """A copy of a typed key in a buffer of its own (``init`` returns one per call)."""
+  impl = jax.random.key_impl(key)
+  return jax.random.wrap_key_data(jnp.array(jax.random.key_data(key), copy=True), impl=impl)
+
+
+_COUNT_MAX = np.iinfo(np.int32).max
+
+
+def next_step(count: jax.Array, rng_key: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The ``(count, rng_key)`` of the next step.
+
+  ``count`` saturates at 2³¹ − 1 (``optax.safe_increment``, so schedules stay at their last
+  value). While it does, the key ratchets to the saturated step's key,
+  ``rng_key ← fold_in(rng_key, count)``, so step keys ``fold_in(rng_key, count)`` never
+  repeat however long the chain runs. Below saturation the key never changes, so a state and
+  its checkpoints are those of a plain counter.
+  """
+  saturated = count == _COUNT_MAX
+  ratcheted = jax.random.fold_in(rng_key, count)
+  data = jnp.where(saturated, jax.random.key_data(ratcheted), jax.random.key_data(rng_key))
+  new_key = jax.random.wrap_key_data(data, impl=jax.random.key_impl(rng_key))
+  return jnp.asarray(optax.safe_increment(count)), new_key
 
 
 def perturbation_key(rng_key: jax.Array, count: jax.Array) -> jax.Array:
@@ -158,6 +253,7 @@ def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   return hi ^ lo
 
 
+@jax.custom_jvp
 def materialize(x: jax.Array) -> jax.Array:
   """``x``, bit for bit, computed into a buffer of its own rather than fused into consumers.
 
@@ -169,6 +265,10 @@ def materialize(x: jax.Array) -> jax.Array:
   materialised). A reduction is never fused into its consumer, so ``x`` goes through one:
   a bitwise OR of ``x``'s bits with zero along a new axis of length 2, which returns ``x``
   exactly.
+
+  It is the identity to differentiation too (a custom JVP passes tangents through, and its
+  transpose cotangents), so derivatives of anything computed from the perturbed weights are
+  those of ``x`` itself.
   """
   if jnp.issubdtype(x.dtype, jnp.floating):
     bits = jax.lax.bitcast_convert_type(x, _UNSIGNED[jnp.dtype(x.dtype).itemsize])
@@ -177,6 +277,12 @@ def materialize(x: jax.Array) -> jax.Array:
     return x
   stacked = jnp.stack([x, jnp.zeros_like(x)], axis=-1)
   return jax.lax.reduce(stacked, np.array(0, x.dtype), jax.lax.bitwise_or, (x.ndim,))
+
+
+@materialize.defjvp
+def _materialize_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> tuple[Any, Any]:
+  (x,), (t,) = primals, tangents
+  return materialize(x), t
 
 
 _UNSIGNED = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fsgld_optax import _validation
 from fsgld_optax._perturb import perturbed_value_and_grad
 
 
@@ -50,6 +51,11 @@ def sample(
     ``(samples, params, opt_state)``: the samples stacked along a new leading axis of size
     ``num_samples``, and the final state of the chain.
 
+  Raises:
+    TypeError: if ``loss_fn`` is not callable or ``tx`` is not a gradient transformation.
+    ValueError: for counts that are not ints (booleans included) in range, and for bad
+      ``wrapper_kwargs`` (see :func:`perturbed_value_and_grad`).
+
   Examples:
     >>> import jax, jax.numpy as jnp, fsgld_optax
     >>> tx = fsgld_optax.fsgld(learning_rate=1e-2, beta=1.0, sigma=0.5, key=0)
@@ -62,11 +68,14 @@ def sample(
     Bruno et al., *Flatness-Aware Stochastic Gradient Langevin Dynamics*, ICML 2026.
     https://arxiv.org/abs/2510.02174
   """
-  for name, value, lower in (("num_samples", num_samples, 1), ("thinning", thinning, 1)):
-    if not isinstance(value, int) or value < lower:
-      raise ValueError(f"{name} must be an int >= {lower}, got {value!r}.")
-  if not isinstance(burn_in, int) or burn_in < 0:
-    raise ValueError(f"burn_in must be an int >= 0, got {burn_in!r}.")
+  if not callable(loss_fn):
+    raise TypeError(f"loss_fn must be a callable U(params) -> scalar, got {loss_fn!r}.")
+  if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+    raise TypeError(f"tx must be an optax.GradientTransformation, got {tx!r}.")
+  _validation.check_int("num_samples", num_samples, lower=1)
+  _validation.check_int("thinning", thinning, lower=1)
+  _validation.check_int("burn_in", burn_in, lower=0)
+  num_samples, thinning, burn_in = int(num_samples), int(thinning), int(burn_in)
   grad_fn = perturbed_value_and_grad(loss_fn, **wrapper_kwargs)
 
   def step(carry: tuple[Any, Any], _: None) -> tuple[tuple[Any, Any], None]:
@@ -102,12 +111,17 @@ def cyclical_cosine_schedule(
   Bayesian experiments (4 cycles).
 
   Args:
-    init_value: λ₀, the step size at the start of each cycle.
-    total_steps: K, the length of the run.
-    num_cycles: M, the number of cycles.
+    init_value: λ₀ ≥ 0, a finite real number: the step size at the start of each cycle.
+    total_steps: K ≥ M, an int: the length of the run.
+    num_cycles: M ≥ 1, an int: the number of cycles.
 
   Returns:
-    An ``optax.Schedule``.
+    An ``optax.Schedule`` with values in the default float dtype.
+
+  Raises:
+    ValueError: naming the argument, for an ``init_value`` that is not a finite real number
+      ≥ 0 (booleans, strings, arrays, schedules included) or that overflows the default
+      float dtype, and for counts that are not ints (booleans included) in range.
 
   Examples:
     >>> import fsgld_optax
@@ -119,14 +133,17 @@ def cyclical_cosine_schedule(
     Zhang et al., *Cyclical Stochastic Gradient MCMC for Bayesian Deep Learning*, ICLR 2020.
     https://arxiv.org/abs/1902.03932
   """
-  if not isinstance(num_cycles, int) or num_cycles < 1:
-    raise ValueError(f"num_cycles must be an int >= 1, got {num_cycles!r}.")
-  if not isinstance(total_steps, int) or total_steps < num_cycles:
-    raise ValueError(f"total_steps must be an int >= num_cycles, got {total_steps!r}.")
-  cycle = -(-total_steps // num_cycles)
+  _validation.check_scalar("init_value", init_value, lower=0.0, inclusive=True, allow_inf=False)
+  _validation.check_int("num_cycles", num_cycles, lower=1)
+  _validation.check_int("total_steps", total_steps, lower=1)
+  if total_steps < num_cycles:
+    raise ValueError(f"total_steps must be >= num_cycles={num_cycles}, got {total_steps!r}.")
+  cycle = -(-int(total_steps) // int(num_cycles))
+  concrete = _validation.concrete(init_value)
+  value = init_value if concrete is None else concrete  # A traced init_value passes unchecked.
 
   def schedule(count: jax.typing.ArrayLike) -> jax.Array:
     phase = jnp.mod(count, cycle) / cycle
-    return init_value / 2 * (jnp.cos(jnp.pi * phase) + 1)
+    return jnp.asarray(value / 2 * (jnp.cos(jnp.pi * phase) + 1), jnp.result_type(float))
 
   return schedule
