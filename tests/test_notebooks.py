@@ -30,9 +30,14 @@ def _code(notebook: dict[str, Any]) -> list[str]:
   return [_source(c) for c in notebook["cells"] if c["cell_type"] == "code"]
 
 
-def test_the_three_notebooks_exist() -> None:
+def test_the_notebooks_exist() -> None:
   names = [p.name for p in NOTEBOOKS]
-  assert names == ["01_quickstart.ipynb", "02_flat_minima.ipynb", "03_noisy_labels.ipynb"]
+  assert names == [
+    "01_quickstart.ipynb",
+    "02_flat_minima.ipynb",
+    "03_noisy_labels.ipynb",
+    "04_bayesian.ipynb",
+  ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
