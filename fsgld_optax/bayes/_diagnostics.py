@@ -13,20 +13,30 @@ whereas ArviZ brings xarray, pandas and h5py.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 
 
-def _blackjax_diagnostics() -> Any:
+@functools.cache
+def _estimator(name: str) -> Any:
+  """BlackJAX's ``name`` on standard axes (chains, draws, ...), jitted once."""
   try:
     import blackjax.diagnostics
   except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
       "The MCMC diagnostics need blackjax: pip install 'fsgld-optax[bayes]'."
     ) from error
-  return blackjax.diagnostics
+  fn = getattr(blackjax.diagnostics, name)
+
+  @jax.jit
+  def estimate(x: jax.Array) -> jax.Array:
+    with jax.numpy_rank_promotion("allow"):  # BlackJAX broadcasts implicitly
+      return fn(x, chain_axis=0, sample_axis=1)
+
+  return estimate
 
 
 def _standardise(draws: Any, chain_axis: int, sample_axis: int, fn: str) -> jax.Array:
@@ -87,9 +97,7 @@ def rhat(draws: jax.typing.ArrayLike, *, chain_axis: int = 0, sample_axis: int =
     localization: An improved R-hat for assessing convergence of MCMC*, Bayesian Analysis,
     2021. https://arxiv.org/abs/1903.08008
   """
-  x = _standardise(draws, chain_axis, sample_axis, "rhat")
-  with jax.numpy_rank_promotion("allow"):  # BlackJAX broadcasts implicitly
-    return _blackjax_diagnostics().rhat(x, chain_axis=0, sample_axis=1)
+  return _estimator("rhat")(_standardise(draws, chain_axis, sample_axis, "rhat"))
 
 
 def effective_sample_size(
@@ -136,7 +144,4 @@ def effective_sample_size(
   if kind not in ("bulk", "tail"):
     raise ValueError(f"effective_sample_size: kind must be 'bulk' or 'tail', got {kind!r}.")
   x = _standardise(draws, chain_axis, sample_axis, "effective_sample_size")
-  diagnostics = _blackjax_diagnostics()
-  estimator = diagnostics.ess_bulk if kind == "bulk" else diagnostics.ess_tail
-  with jax.numpy_rank_promotion("allow"):  # BlackJAX broadcasts implicitly
-    return estimator(x, chain_axis=0, sample_axis=1)
+  return _estimator("ess_bulk" if kind == "bulk" else "ess_tail")(x)
