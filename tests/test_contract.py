@@ -102,8 +102,8 @@ def test_state_types_are_stable_under_cond(make_tx):
   def maybe_update(pred, state):
     return jax.lax.cond(pred, lambda s: tx.update(params, s, params)[1], lambda s: s, state)
 
-  assert int(maybe_update(True, state).count) == 1
-  assert int(maybe_update(False, state).count) == 0
+  assert int(fsgld_optax.find_fsgld_state(maybe_update(True, state)).count) == 1
+  assert int(fsgld_optax.find_fsgld_state(maybe_update(False, state)).count) == 0
 
 
 @optimizers
@@ -201,10 +201,15 @@ def test_schedules_are_used_at_step_k_by_wrapper_and_update(sigma, inject):
   opt_state = tx.init(params)
   for k in range(4):
     state = fsgld_optax.find_fsgld_state(opt_state)
-    assert int(state.count) == k
+    assert int(fsgld_optax.find_fsgld_state(state).count) == k
     _, grads = grad_fn(params, opt_state)
     eps = _randomness.standard_noise_like(
-      jax.random.split(_randomness.perturbation_key(state.rng_key, state.count), 1)[0],
+      jax.random.split(
+        _randomness.perturbation_key(
+          fsgld_optax.find_fsgld_state(state).rng_key, fsgld_optax.find_fsgld_state(state).count
+        ),
+        1,
+      )[0],
       params,
       "gaussian",
     )
@@ -214,7 +219,11 @@ def test_schedules_are_used_at_step_k_by_wrapper_and_update(sigma, inject):
     )
     updates, opt_state = update(grads, opt_state, params)
     xi = _randomness.standard_noise_like(
-      _randomness.langevin_key(state.rng_key, state.count), params, "gaussian"
+      _randomness.langevin_key(
+        fsgld_optax.find_fsgld_state(state).rng_key, fsgld_optax.find_fsgld_state(state).count
+      ),
+      params,
+      "gaussian",
     )
     expected = -LR_FN(k) * grads["a"] + np.sqrt(2 * LR_FN(k) / BETA_FN(k)) * xi["a"]
     np.testing.assert_allclose(updates["a"], expected, rtol=1e-5, atol=1e-8)
@@ -247,8 +256,8 @@ def test_int_seed_and_typed_key_and_legacy_key_agree():
 
 def test_state_holds_a_typed_key():
   state = fsgld_optax.fsgld(0.05, 1e4, key=0).init(make_params())
-  assert jnp.issubdtype(state.rng_key.dtype, jax.dtypes.prng_key)
-  assert state.count.dtype == jnp.int32
+  assert jnp.issubdtype(fsgld_optax.find_fsgld_state(state).rng_key.dtype, jax.dtypes.prng_key)
+  assert fsgld_optax.find_fsgld_state(state).count.dtype == jnp.int32
 
 
 def test_perturbation_and_langevin_noise_are_reproducible_from_key_and_step():

@@ -9,6 +9,8 @@ import pytest
 import fsgld_optax
 from fsgld_optax import _randomness
 
+source_of = fsgld_optax.find_fsgld_state
+
 LR, BETA, ETA, WD = 0.05, 1e4, 0.1, 0.01
 
 
@@ -79,7 +81,7 @@ def test_coupled_sigma_matches_formula():
     np.testing.assert_allclose(fsgld_optax.coupled_sigma(beta, eta), expected, rtol=1e-6)
   assert float(fsgld_optax.coupled_sigma(float("inf"), 0.1)) == 0.0
   state = fsgld_optax.fsgld(LR, BETA, eta=ETA, key=0).init(make_params())
-  np.testing.assert_allclose(state.sigma, BETA ** (-(1 + ETA) / 4), rtol=1e-6)
+  np.testing.assert_allclose(source_of(state).sigma, BETA ** (-(1 + ETA) / 4), rtol=1e-6)
 
 
 @pytest.mark.parametrize("steps", [1, 50])
@@ -149,7 +151,7 @@ def test_sgld_is_fsgld_with_sigma_zero():
   b = fsgld_optax.fsgld(LR, BETA, sigma=0.0, weight_decay=WD, key=5)
   ua, sa = a.update(grads, a.init(params), params)
   ub, sb = b.update(grads, b.init(params), params)
-  jax.tree.map(np.testing.assert_array_equal, (ua, sa.sigma), (ub, sb.sigma))
+  jax.tree.map(np.testing.assert_array_equal, (ua, source_of(sa).sigma), (ub, source_of(sb).sigma))
 
 
 @pytest.mark.parametrize("langevin_noise", ["gaussian", "binomial"])
@@ -208,11 +210,11 @@ def test_learning_rate_and_beta_schedules_are_used_at_step_k():
   for k in range(4):
     updates, new_state = update(zeros, state, params)
     xi = _randomness.standard_noise_like(
-      _randomness.langevin_key(state.rng_key, state.count), params, "gaussian"
+      _randomness.langevin_key(source_of(state).rng_key, source_of(state).count), params, "gaussian"
     )
     scale = np.sqrt(2 * lr_fn(k) / beta_fn(k))
     np.testing.assert_allclose(updates["w"], scale * xi["w"], rtol=1e-6)
-    np.testing.assert_allclose(new_state.sigma, beta_fn(k + 1) ** (-1.1 / 4), rtol=1e-6)
+    np.testing.assert_allclose(source_of(new_state).sigma, beta_fn(k + 1) ** (-1.1 / 4), rtol=1e-6)
     state = new_state
 
 

@@ -27,6 +27,8 @@ from jax.sharding import PartitionSpec as P
 import fsgld_optax
 from fsgld_optax import _randomness
 
+source_of = fsgld_optax.find_fsgld_state
+
 NUM_DEVICES = 8
 AXIS = "data"
 LR, BETA = 0.05, 1e4  # σ = β^{-1.1/4} ≈ 0.08 and a Langevin step of sqrt(2λ/β) = 3e-3.
@@ -189,7 +191,7 @@ def test_sharded_jit_equals_single_device(layout: str, config: str):
     # The layout survives every update: no resharding and no recompilation between steps.
     assert same_shardings(p8, shardings)
     assert same_shardings(s8, init_shardings)
-  assert int(s8.count) == 20
+  assert int(fsgld_optax.find_fsgld_state(s8).count) == 20
 
   # The batch reductions are split across devices, so the runs may differ by float32 rounding
   # (measured: at most 6e-8 absolute, a few ulp of the largest weights); the draws are
@@ -346,12 +348,12 @@ def test_replicas_stay_bitwise_identical(mapper: str, per_device: bool, tiny_jit
 def contract_reference(params, opt_state, x, y, per_device: bool):
   """Per device d: θ + ε_d with the ε the contract names, and the loss and gradient there on
   the device's batch shard. The device index is folded into the key only with the option."""
-  base = _randomness.perturbation_key(opt_state.rng_key, opt_state.count)
+  base = _randomness.perturbation_key(source_of(opt_state).rng_key, source_of(opt_state).count)
 
   def on_device(d, xd, yd):
     key = jax.random.fold_in(base, d) if per_device else base
     eps = _randomness.standard_noise_like(jax.random.split(key, 1)[0], params, "gaussian")
-    theta = jax.tree.map(lambda p, e: p + opt_state.sigma * e, params, eps)
+    theta = jax.tree.map(lambda p, e: p + source_of(opt_state).sigma * e, params, eps)
     loss, grads = jax.value_and_grad(tiny_loss)(theta, xd, yd)
     return theta, loss, grads
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _states import at_step
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from scipy import stats
@@ -324,7 +325,9 @@ def test_the_n_perturbations_are_independent_and_reproducible(perturbation):
   tx, step = make_stepper((perturbation, "gaussian"), n=n)
   opt_state = tx.init(params)
   eps_mean, _, _ = step(params, opt_state)
-  key = _randomness.perturbation_key(opt_state.rng_key, opt_state.count)
+  key = _randomness.perturbation_key(
+    fsgld_optax.find_fsgld_state(opt_state).rng_key, fsgld_optax.find_fsgld_state(opt_state).count
+  )
   eps = [
     _randomness.standard_noise_like(k, params, perturbation)["w"] for k in jax.random.split(key, n)
   ]
@@ -344,7 +347,9 @@ def test_perturbation_groups_draw_the_same_perturbations(antithetic, size):
 
   tx = fsgld_optax.fsgld(0.5, 1.0, sigma=1.0, key=6)
   opt_state = tx.init(params)
-  key = _randomness.perturbation_key(opt_state.rng_key, opt_state.count)
+  key = _randomness.perturbation_key(
+    fsgld_optax.find_fsgld_state(opt_state).rng_key, fsgld_optax.find_fsgld_state(opt_state).count
+  )
   eps = [
     _randomness.standard_noise_like(k, params, "gaussian")
     for k in jax.random.split(key, n // 2 if antithetic else n)
@@ -390,11 +395,15 @@ def test_draws_are_reproducible_from_the_state(modes):
   opt_state = tx.init(params)
   for _ in range(2):
     eps, xi, new_state = step(params, opt_state)
-    key = _randomness.perturbation_key(opt_state.rng_key, opt_state.count)
+    key = _randomness.perturbation_key(
+      fsgld_optax.find_fsgld_state(opt_state).rng_key, fsgld_optax.find_fsgld_state(opt_state).count
+    )
     expected_eps = _randomness.standard_noise_like(
       jax.random.split(key, 1)[0], params, perturbation
     )
-    key = _randomness.langevin_key(opt_state.rng_key, opt_state.count)
+    key = _randomness.langevin_key(
+      fsgld_optax.find_fsgld_state(opt_state).rng_key, fsgld_optax.find_fsgld_state(opt_state).count
+    )
     expected_xi = _randomness.standard_noise_like(key, params, langevin_noise)
     jax.tree.map(np.testing.assert_array_equal, (eps, xi), (expected_eps, expected_xi))
     opt_state = new_state
@@ -413,7 +422,7 @@ def test_eight_devices_draw_what_one_device_draws(modes):
   specs = {"w": P(None, "x"), "v": P("x", None), "u": P(None, "x"), "b": P("x"), "h": P("x")}
   sharded = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in params.items()}
   tx, step = make_stepper(modes, key=12)
-  state = tx.init(params)._replace(count=jnp.ones([], jnp.int32))  # step 1, not only step 0
+  state = at_step(tx.init(params), 1)  # step 1, not only step 0
   one = step(jax.device_put(params, jax.devices()[0]), jax.device_put(state, jax.devices()[0]))
   replicated_state = jax.device_put(state, NamedSharding(mesh, P()))
   compiled = step.lower(sharded, replicated_state).compile()

@@ -121,10 +121,11 @@ def test_wrapper_rejects_a_batch_split_batch_cannot_divide() -> None:
 @pytest.mark.parametrize(
   ("tx", "match"),
   [
-    (optax.sgd(0.1), "No FSGLDState found in opt_state"),
+    (optax.sgd(0.1), r"No FSGLDState \(source of perturbations\) found in opt_state"),
     (
       optax.chain(fsgld_optax.fsgld(0.1, 1e6, key=0), fsgld_optax.sgld(0.1, 1e6, key=1)),
-      r"Found 2 FSGLDStates in opt_state \(at opt_state\[0\], opt_state\[1\]\)",
+      r"Found 2 FSGLDStates \(sources of perturbations\) in opt_state "
+      r"\(at opt_state\[0\]\[0\], opt_state\[1\]\[0\]\)",
     ),
   ],
   ids=["none", "two"],
@@ -190,7 +191,7 @@ def test_schedule_values_are_checked_in_a_jitted_loop_under_disable_jit() -> Non
   for _ in range(2):
     _, state = step(grads, state, params)
   _, unchecked = step(grads, state, params)  # step 2, λ < 0: no error under jit
-  assert int(unchecked.count) == 3
+  assert int(fsgld_optax.find_fsgld_state(unchecked).count) == 3
   with jax.disable_jit(), pytest.raises(ValueError, match="learning_rate"):
     step(grads, state, params)
 
@@ -344,7 +345,7 @@ def test_dtypes_are_kept_through_init_update_and_wrapper(dtype_name: str) -> Non
       assert jax.tree.map(lambda a: a.dtype, tree) == {"w": dtype, "b": dtype}
       assert _all_finite(tree)
     state = fsgld_optax.find_fsgld_state(opt_state)
-    assert state.sigma.dtype == jnp.result_type(float)
+    assert fsgld_optax.find_fsgld_state(state).sigma.dtype == jnp.result_type(float)
 
 
 _LAMBDA = 0.1
@@ -492,13 +493,18 @@ def test_apply_if_finite_skips_a_bad_step_without_consuming_randomness(bad_value
   assert int(skipped.notfinite_count) == 1 and not bool(skipped.last_finite)
   before = fsgld_optax.find_fsgld_state(states[1])
   after = fsgld_optax.find_fsgld_state(skipped)
-  assert int(before.count) == int(after.count) == 1
+  assert (
+    int(fsgld_optax.find_fsgld_state(before).count)
+    == int(fsgld_optax.find_fsgld_state(after).count)
+    == 1
+  )
   np.testing.assert_array_equal(
-    jax.random.key_data(after.rng_key), jax.random.key_data(before.rng_key)
+    jax.random.key_data(fsgld_optax.find_fsgld_state(after).rng_key),
+    jax.random.key_data(fsgld_optax.find_fsgld_state(before).rng_key),
   )
   for a, b in zip(jax.tree.leaves(params[2]), jax.tree.leaves(params[1]), strict=True):
     np.testing.assert_array_equal(a, b)
-  assert _all_finite(params[2]) and _all_finite(after.sigma)
+  assert _all_finite(params[2]) and _all_finite(fsgld_optax.find_fsgld_state(after).sigma)
   # Training continues: the good step after the skipped one resets the error count and is
   # the uninterrupted run's step 1, and so on.
   assert int(states[3].notfinite_count) == 0
@@ -525,4 +531,7 @@ def test_find_fsgld_state_inside_apply_if_finite() -> None:
     optax.chain(optax.clip(1.0), fsgld_optax.fsgld(0.1, 1e4, key=5)), max_consecutive_errors=2
   )
   state = fsgld_optax.find_fsgld_state(tx.init(_params()))
-  assert isinstance(state, fsgld_optax.FSGLDState) and int(state.count) == 0
+  assert (
+    isinstance(state, fsgld_optax.FSGLDState)
+    and int(fsgld_optax.find_fsgld_state(state).count) == 0
+  )

@@ -15,7 +15,7 @@ def test_sample_returns_thinned_states_of_the_chain():
     loss, jnp.ones(3), tx, num_samples=4, thinning=3, burn_in=2
   )
   assert samples.shape == (4, 3)
-  assert int(opt_state.count) == 2 + 4 * 3
+  assert int(fsgld_optax.find_fsgld_state(opt_state).count) == 2 + 4 * 3
   np.testing.assert_array_equal(samples[-1], final)
   # The same run by hand: the kept states are steps 5, 8, 11 and 14.
   grad_fn = fsgld_optax.perturbed_value_and_grad(loss)
