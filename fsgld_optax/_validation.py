@@ -118,3 +118,32 @@ def concrete(value: Any) -> float | None:
     return real_scalar(value, "value")
   except ValueError:
     return None
+
+
+def check_bool(name: str, value: Any) -> None:
+  """Raises a ``ValueError`` naming ``name`` unless ``value`` is a ``bool`` (or NumPy bool)."""
+  if not isinstance(value, bool | np.bool_):
+    raise ValueError(f"{name} must be True or False, got {value!r}.")
+
+
+def check_axis_name(name: str, value: Any) -> None:
+  """Raises a ``ValueError`` naming ``name`` unless ``value`` is ``None`` or an axis name.
+
+  An axis name is a ``str`` or another hashable object that is not a number or a bool; a
+  tuple of axis names is accepted too.
+  """
+  if value is None:
+    return
+  for axis in value if isinstance(value, tuple) else (value,):
+    number = isinstance(axis, bool | int | float | complex | np.number | np.bool_)
+    if axis is None or number or type(axis).__hash__ is None:
+      raise ValueError(f"{name} must be an axis name (a str) or a tuple of them, got {value!r}.")
+
+
+def check_argnums(name: str, value: Any) -> None:
+  """Raises a ``ValueError`` naming ``name`` unless ``value`` is ``None``, an int or ints."""
+  if value is None:
+    return
+  items = value if isinstance(value, list | tuple) else (value,)
+  if not items or any(isinstance(i, bool) or not isinstance(i, int | np.integer) for i in items):
+    raise ValueError(f"{name} must be None, an int or a sequence of ints, got {value!r}.")
