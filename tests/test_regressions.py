@@ -289,8 +289,10 @@ def _epsilons(grad_options: dict[str, Any], opt_state: Any) -> Any:
   ``perturbation_batch_size`` does not change the draws, so they are read without it.
   """
   options = {k: v for k, v in grad_options.items() if k != "perturbation_batch_size"}
+  if options.get("n_perturbations", 1) > 1:
+    options["aux_reduction"] = "stack"
   grad_fn = fsgld_optax.perturbed_value_and_grad(
-    lambda p, x: (_loss(p, x), p), has_aux=True, aux_reduction="stack", **options
+    lambda p, x: (_loss(p, x), p), has_aux=True, **options
   )
   params = _params()
   (_, perturbed), _ = grad_fn(params, opt_state, _X)
