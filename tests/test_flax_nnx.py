@@ -151,7 +151,7 @@ def test_step_matches_reference(n: int, split_batch: bool, group: int | None) ->
     atol=1e-6,
   )
   np.testing.assert_array_equal(model.offset[...], 0.5)  # Not a Param: neither moved nor perturbed.
-  assert int(nnx.as_pure(optimizer.opt_state).count) == 1
+  assert int(fsgld_optax.find_fsgld_state(nnx.as_pure(optimizer.opt_state)).count) == 1
 
 
 def test_only_params_are_perturbed_in_eval_mode() -> None:
@@ -220,3 +220,255 @@ def test_errors() -> None:
     grad_fn(model, optimizer, *data())
   with pytest.raises(ValueError, match="n_perturbations"):
     fsgld_optax.flax.nnx_value_and_grad(loss_fn, n_perturbations=0)
+
+
+# --- Graph-node arguments (nnx.Rngs passed to the loss, as in Flax's examples). -------------
+
+
+class CallDropoutNet(nnx.Module):
+  """Linear -> Dropout, with the Rngs passed at call time as in Flax's MNIST example."""
+
+  def __init__(self, rngs: nnx.Rngs) -> None:
+    self.dense = nnx.Linear(3, 4, rngs=rngs)
+    self.dropout = nnx.Dropout(0.5)
+
+  def __call__(self, x: jax.Array, rngs: nnx.Rngs | None) -> jax.Array:
+    return self.dropout(self.dense(x), rngs=rngs).sum(axis=-1)
+
+
+def rngs_loss(model: CallDropoutNet, x: jax.Array, y: jax.Array, rngs: nnx.Rngs) -> Any:
+  out = model(x, rngs)
+  return jnp.mean((out - y) ** 2), out
+
+
+def perturbed_copy(model: nnx.Module, eps: dict) -> nnx.Module:
+  """A copy of ``model`` with its parameters moved by ``eps`` (a pure dict like the Params)."""
+  copy = nnx.clone(model)
+  params = nnx.state(copy, nnx.Param)
+  moved = jax.tree.map(jnp.add, nnx.to_pure_dict(params), eps)
+  nnx.replace_by_pure_dict(params, moved)
+  nnx.update(copy, params)
+  return copy
+
+
+def folded_copy(rngs: nnx.Rngs, index: int) -> nnx.Rngs:
+  """A copy of ``rngs`` whose stream keys have ``index`` folded in (none for index 0)."""
+  copy = nnx.clone(rngs)
+  if index:
+    for _, node in nnx.iter_graph(copy):
+      if isinstance(node, nnx.RngStream):
+        node.key[...] = jax.random.fold_in(node.key[...], index)
+  return copy
+
+
+def test_rngs_argument_gives_nnx_value_and_grad_result_at_sigma_zero() -> None:
+  # Regression: an nnx.Rngs argument failed with "Cannot mutate RngCount from a different
+  # trace level". With σ = 0 and n = 1 the result, masks included, is nnx.value_and_grad's.
+  model = CallDropoutNet(nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, fsgld_optax.fsgld(LR, BETA, sigma=0.0, key=3), wrt=nnx.Param)
+  x, y = data()
+  rngs = nnx.Rngs(dropout=5)
+  ref_model, ref_rngs = nnx.clone(model), nnx.clone(rngs)
+  (ref_loss, ref_out), ref_grads = nnx.value_and_grad(rngs_loss, has_aux=True)(
+    ref_model, x, y, ref_rngs
+  )
+  grad_fn = fsgld_optax.flax.nnx_value_and_grad(rngs_loss, has_aux=True)
+  (loss, out), grads = nnx.jit(grad_fn)(model, optimizer, x, y, rngs)
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+  np.testing.assert_allclose(out, ref_out, rtol=1e-6)
+  assert_tree_allclose(nnx.to_pure_dict(grads), nnx.to_pure_dict(ref_grads), rtol=1e-6)
+  assert int(rngs.dropout.count[...]) == int(ref_rngs.dropout.count[...]) == 1
+  assert np.any(np.asarray(out) == 0.0) or np.any(np.asarray(ref_out) != 0.0)
+
+
+@pytest.mark.parametrize("group", [None, 1])
+def test_split_batch_gives_each_slice_its_own_dropout_stream(group: int | None) -> None:
+  n = 2
+  model = CallDropoutNet(nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, fsgld_optax.fsgld(LR, BETA, sigma=SIGMA, key=3), wrt=nnx.Param)
+  x, y = data()
+  rngs = nnx.Rngs(dropout=5)
+  key_before = jax.random.key_data(rngs.dropout.key[...])
+  params = nnx.split(model, nnx.Param, ...)[1]
+  state = fsgld_optax.find_fsgld_state(nnx.as_pure(optimizer.opt_state))
+
+  # Reference: slice i at θ + ε_i, with nnx.value_and_grad and the stream keys folded by i.
+  losses, grads, outs = [], [], []
+  for i, eps in enumerate(perturbations(params, state, n)):
+    part = slice(i * 8 // n, (i + 1) * 8 // n)
+    (loss_i, out_i), g = nnx.value_and_grad(rngs_loss, has_aux=True)(
+      perturbed_copy(model, eps), x[part], y[part], folded_copy(rngs, i)
+    )
+    losses.append(loss_i)
+    grads.append(nnx.to_pure_dict(g))
+    outs.append(out_i)
+
+  grad_fn = fsgld_optax.flax.nnx_value_and_grad(
+    rngs_loss,
+    n_perturbations=n,
+    has_aux=True,
+    split_batch=True,
+    aux_reduction="concat",
+    perturbation_batch_size=group,
+  )
+  (loss, out), g = grad_fn(model, optimizer, x, y, rngs)
+  np.testing.assert_allclose(loss, np.mean(losses), rtol=1e-5)
+  np.testing.assert_allclose(out, np.concatenate(outs), rtol=1e-5, atol=1e-6)
+  assert_tree_allclose(nnx.to_pure_dict(g), jax.tree.map(lambda *a: sum(a) / n, *grads))
+  # The two slices drew different masks (same rows of x would otherwise drop the same units).
+  mask = lambda r: jax.random.bernoulli(r.dropout(), 0.5, (4, 4))
+  assert not np.array_equal(mask(folded_copy(rngs, 0)), mask(folded_copy(rngs, 1)))
+  # The key written back is the original one; the counter advanced as for one forward pass.
+  np.testing.assert_array_equal(jax.random.key_data(rngs.dropout.key[...]), key_before)
+  assert int(rngs.dropout.count[...]) == 1
+
+
+def test_graph_nodes_in_kwargs_nested_and_shared_with_the_model() -> None:
+  # The model holds an Rngs and the same object is passed again, inside a dict, as a keyword
+  # argument: one shared stream, advanced once per draw, as nnx.value_and_grad does.
+  class Held(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs) -> None:
+      self.dense = nnx.Linear(3, 2, rngs=rngs)
+      self.rngs = rngs
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+      return self.dense(x) * jax.random.bernoulli(self.rngs.noise(), 0.5, (x.shape[0], 2))
+
+  def loss(model: Held, x: jax.Array, extra: dict) -> jax.Array:
+    extra["rngs"].noise()  # A draw through the argument ...
+    return jnp.sum(model(x) ** 2)  # ... and one through the model.
+
+  model = Held(nnx.Rngs(0, noise=1))
+  optimizer = nnx.Optimizer(model, fsgld_optax.fsgld(LR, BETA, sigma=0.0, key=3), wrt=nnx.Param)
+  x = data()[0]
+  ref_model = nnx.clone(model)
+  # nnx.value_and_grad rejects the aliasing; the same computation as a closure.
+  ref_loss, ref_grads = nnx.value_and_grad(lambda m: loss(m, x, {"rngs": m.rngs}))(ref_model)
+  grad_fn = fsgld_optax.flax.nnx_value_and_grad(loss, n_perturbations=2)
+  value, grads = grad_fn(model, optimizer, x, extra={"rngs": model.rngs})
+  np.testing.assert_allclose(value, ref_loss, rtol=1e-6)
+  assert_tree_allclose(nnx.to_pure_dict(grads), nnx.to_pure_dict(ref_grads), rtol=1e-6)
+  assert int(model.rngs.noise.count[...]) == int(ref_model.rngs.noise.count[...]) == 2
+
+
+# --- batch_argnums and aux_reduction. ------------------------------------------------------
+
+
+class Plain(nnx.Module):
+  def __init__(self, rngs: nnx.Rngs) -> None:
+    self.dense = nnx.Linear(3, 2, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.dense(x)
+
+
+def weighted_loss(model: Plain, x: jax.Array, y: jax.Array, w: jax.Array) -> Any:
+  out = model(x)
+  return jnp.mean(jnp.sum(w[None] * (out - y[:, None]) ** 2, axis=-1)), out
+
+
+def make_plain(tx: optax.GradientTransformation) -> tuple[Plain, nnx.Optimizer]:
+  model = Plain(nnx.Rngs(0))
+  return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+def test_batch_argnums_leaves_unbatched_arguments_whole() -> None:
+  # Regression: nnx_value_and_grad had no batch_argnums, so a per-feature weight of shape
+  # (2,) next to a batch of 8 could not be passed with split_batch.
+  n = 2
+  model, optimizer = make_plain(fsgld_optax.fsgld(LR, BETA, sigma=SIGMA, key=1))
+  x, y = data()
+  w = jnp.array([1.0, 3.0])
+  params = nnx.split(model, nnx.Param, ...)[1]
+  state = fsgld_optax.find_fsgld_state(nnx.as_pure(optimizer.opt_state))
+  ref = [
+    nnx.value_and_grad(weighted_loss, has_aux=True)(
+      perturbed_copy(model, eps), x[4 * i : 4 * i + 4], y[4 * i : 4 * i + 4], w
+    )
+    for i, eps in enumerate(perturbations(params, state, n))
+  ]
+  for argnums in ((0, 1), (-3, 1), [1, 0]):
+    grad_fn = fsgld_optax.flax.nnx_value_and_grad(
+      weighted_loss,
+      n_perturbations=n,
+      has_aux=True,
+      split_batch=True,
+      batch_argnums=argnums,
+      aux_reduction="stack",
+    )
+    (loss, out), grads = grad_fn(model, optimizer, x, y, w)
+    np.testing.assert_allclose(loss, np.mean([r[0][0] for r in ref]), rtol=1e-5)
+    np.testing.assert_allclose(out, np.stack([r[0][1] for r in ref]), rtol=1e-5)
+    assert_tree_allclose(
+      nnx.to_pure_dict(grads),
+      jax.tree.map(lambda a, b: (a + b) / 2, *[nnx.to_pure_dict(r[1]) for r in ref]),
+    )
+
+
+def test_bad_batch_argnums_and_unsplittable_calls_raise() -> None:
+  model, optimizer = make_plain(fsgld_optax.fsgld(LR, BETA, key=1))
+  x, y = data()
+  w = jnp.ones(2)
+  make = lambda **kw: fsgld_optax.flax.nnx_value_and_grad(
+    weighted_loss, n_perturbations=2, has_aux=True, split_batch=True, aux_reduction="mean", **kw
+  )
+  with pytest.raises(ValueError, match="batch_argnums"):
+    make(batch_argnums=3)(model, optimizer, x, y, w)
+  with pytest.raises(ValueError, match="batch_argnums"):
+    make(batch_argnums=(0, True))(model, optimizer, x, y, w)
+  rngs_model = CallDropoutNet(nnx.Rngs(0))
+  rngs_optimizer = nnx.Optimizer(rngs_model, fsgld_optax.fsgld(LR, BETA, key=1), wrt=nnx.Param)
+  grad_fn = fsgld_optax.flax.nnx_value_and_grad(
+    rngs_loss, n_perturbations=2, has_aux=True, split_batch=True, batch_argnums=(0, 1, 2),
+    aux_reduction="concat",
+  )  # fmt: skip
+  with pytest.raises(ValueError, match="graph node"):
+    grad_fn(rngs_model, rngs_optimizer, x, y, nnx.Rngs(dropout=0))
+  # A loss that closes over its batch, with only the Rngs as argument: nothing to split.
+  closed = lambda model, rngs: rngs_loss(model, x, y, rngs)
+  grad_fn = fsgld_optax.flax.nnx_value_and_grad(
+    closed, n_perturbations=2, has_aux=True, split_batch=True, aux_reduction="concat"
+  )
+  with pytest.raises(ValueError, match="split_batch"):
+    grad_fn(rngs_model, rngs_optimizer, nnx.Rngs(dropout=0))
+
+
+def test_per_example_aux_under_split_batch_needs_a_choice() -> None:
+  model, optimizer = make_plain(fsgld_optax.fsgld(LR, BETA, sigma=0.0, key=1))
+  x, y = data()
+  w = jnp.ones(2)
+  kwargs = dict(n_perturbations=2, has_aux=True, split_batch=True, batch_argnums=(0, 1))
+  with pytest.raises(ValueError, match="aux_reduction"):
+    fsgld_optax.flax.nnx_value_and_grad(weighted_loss, **kwargs)(model, optimizer, x, y, w)
+  # "concat" gives the whole batch's outputs in order: at σ = 0, the plain forward pass.
+  grad_fn = fsgld_optax.flax.nnx_value_and_grad(weighted_loss, aux_reduction="concat", **kwargs)
+  (_, out), _ = grad_fn(model, optimizer, x, y, w)
+  np.testing.assert_allclose(out, model(x), rtol=1e-5, atol=1e-6)
+  # A prefix: the loss's pieces reduced differently.
+  two = lambda m, x, y, w: (weighted_loss(m, x, y, w)[0], {"out": m(x), "norm": jnp.mean(x)})
+  grad_fn = fsgld_optax.flax.nnx_value_and_grad(
+    two, aux_reduction={"out": "concat", "norm": "mean"}, **kwargs
+  )
+  (_, aux), _ = grad_fn(model, optimizer, x, y, w)
+  np.testing.assert_allclose(aux["out"], model(x), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(aux["norm"], jnp.mean(x), rtol=1e-6)
+
+
+def test_rwp_chained_with_adamw() -> None:
+  # The perturbation state sits inside an optax chain; the helper finds it.
+  tx = optax.chain(fsgld_optax.rwp(SIGMA, key=4), optax.adamw(1e-2))
+  model, optimizer = make_plain(tx)
+  x, y = data()
+  w = jnp.ones(2)
+  params = nnx.split(model, nnx.Param, ...)[1]
+  state = fsgld_optax.find_fsgld_state(nnx.as_pure(optimizer.opt_state))
+  (eps,) = perturbations(params, state, 1)
+  (ref_loss, _), ref_grads = nnx.value_and_grad(weighted_loss, has_aux=True)(
+    perturbed_copy(model, eps), x, y, w
+  )
+  grad_fn = fsgld_optax.flax.nnx_value_and_grad(weighted_loss, has_aux=True)
+  (loss, _), grads = grad_fn(model, optimizer, x, y, w)
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+  assert_tree_allclose(nnx.to_pure_dict(grads), nnx.to_pure_dict(ref_grads))
+  optimizer.update(model, grads)
+  assert int(fsgld_optax.find_fsgld_state(nnx.as_pure(optimizer.opt_state)).count) == 1

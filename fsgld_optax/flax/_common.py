@@ -1,0 +1,56 @@
+"""Argument handling shared by the NNX and Linen helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def user_batch_argnums(
+  batch_argnums: int | Sequence[int] | None, args: Sequence[Any], what: str
+) -> tuple[int, ...]:
+  """The batched positions among ``args``, sorted and non-negative; all of them for ``None``.
+
+  Raises:
+    ValueError: naming ``batch_argnums`` for a value that is not an int or a sequence of
+      ints, or that names a position outside ``args``.
+  """
+  num_args = len(args)
+  if batch_argnums is None:
+    return tuple(range(num_args))
+  argnums = (batch_argnums,) if isinstance(batch_argnums, int | np.integer) else batch_argnums
+  if (
+    not isinstance(argnums, Sequence)
+    or isinstance(argnums, str)
+    or not all(
+      isinstance(i, int | np.integer) and not isinstance(i, bool | np.bool_) for i in argnums
+    )
+    or isinstance(batch_argnums, bool | np.bool_)
+  ):
+    raise ValueError(
+      f"batch_argnums must be None, an int or a sequence of ints, got {batch_argnums!r}."
+    )
+  for i in argnums:
+    if not -num_args <= i < num_args:
+      raise ValueError(
+        f"batch_argnums={batch_argnums!r} names argument {i}, but the step got {num_args} {what}."
+      )
+  return tuple(sorted({int(i) % num_args for i in argnums}))
+
+
+def check_batch_to_split(batched: Sequence[Any], n: int, call: str) -> None:
+  """Raises a ``ValueError`` when ``split_batch`` would have no array to split.
+
+  A loss that closes over its batch (as in Flax's Linen examples) would otherwise cost n
+  full-batch gradients instead of one.
+  """
+  if not jax.tree.leaves(list(batched)):
+    raise ValueError(
+      f"split_batch=True with n_perturbations={n} needs the batch passed to the step, as "
+      f"{call}, in the arguments named by batch_argnums; none of them holds an array. A loss "
+      f"that closes over its batch would silently cost {n} full-batch gradients instead of "
+      "one: pass the batch as an argument, or use split_batch=False."
+    )
