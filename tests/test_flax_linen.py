@@ -8,7 +8,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from flax.training import dynamic_scale as dynamic_scale_lib
+from flax.training import train_state
 from jax.sharding import Mesh, PartitionSpec
 
 import fsgld_optax
@@ -181,3 +184,174 @@ def test_axis_name_averages_batch_stats_over_devices() -> None:
   assert_tree_allclose(
     new_state.batch_stats, jax.tree.map(average, *[p[0].batch_stats for p in parts])
   )
+
+
+# --- Flax's own TrainState, batch_argnums, aux_reduction. ----------------------------------
+
+DENSE = nn.Dense(2)
+
+
+def plain_loss(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+  """A loss without batch_stats, as for a model without BatchNorm."""
+  return jnp.mean((DENSE.apply({"params": params}, x) - y[:, None]) ** 2)
+
+
+def perturbed_grads(params: Any, opt_state: Any, n: int, loss: Any, *batches: Any) -> Any:
+  """Reference: loss and gradient at θ + ε_i (batch ``batches[i]``), averaged over i."""
+  fs = fsgld_optax.find_fsgld_state(opt_state)
+  key = _randomness.perturbation_key(fs.rng_key, fs.count)
+  keys = [jax.random.split(key, 1)[0]] if n == 1 else list(jax.random.split(key, n))
+  out = [
+    jax.value_and_grad(loss, has_aux=True)(
+      jax.tree.map(
+        lambda p, e: p + fs.sigma * e,
+        params,
+        _randomness.standard_noise_like(k, params, "gaussian"),
+      ),
+      *batch,
+    )
+    for k, batch in zip(keys, batches, strict=True)
+  ]
+  return out, jax.tree.map(lambda *g: sum(g) / n, *[g for _, g in out])
+
+
+@pytest.mark.parametrize("chained", [False, True])
+def test_flax_train_state_without_batch_stats(chained: bool) -> None:
+  # Regression: Flax's own TrainState failed with AttributeError: no attribute 'batch_stats'.
+  x, y = data()
+  tx = (
+    optax.chain(fsgld_optax.rwp(SIGMA, key=2), optax.adamw(1e-2))
+    if chained
+    else fsgld_optax.fsgld(LR, BETA, sigma=SIGMA, key=2)
+  )
+  state = train_state.TrainState.create(
+    apply_fn=DENSE.apply, params=DENSE.init(jax.random.key(0), x)["params"], tx=tx
+  )
+  n = 2
+  with_aux = lambda p, x, y: (plain_loss(p, x, y), None)
+  out, mean_grad = perturbed_grads(state.params, state.opt_state, n, with_aux, (x, y), (x, y))
+  new_state, loss = jax.jit(fsgld_optax.flax.linen_train_step(plain_loss, n_perturbations=n))(
+    state, x, y
+  )
+  np.testing.assert_allclose(loss, np.mean([v for (v, _), _ in out]), rtol=1e-5)
+  assert_tree_allclose(new_state.params, state.apply_gradients(grads=mean_grad).params)
+  assert type(new_state) is train_state.TrainState and int(new_state.step) == 1
+
+
+def test_a_loss_of_the_other_kind_gets_a_clear_error() -> None:
+  x, y = data()
+  plain = train_state.TrainState.create(
+    apply_fn=DENSE.apply,
+    params=DENSE.init(jax.random.key(0), x)["params"],
+    tx=fsgld_optax.fsgld(LR, BETA, key=2),
+  )
+  # A batch_stats-style loss with a state that has no batch_stats: called without them.
+  with pytest.raises(TypeError) as info:
+    fsgld_optax.flax.linen_train_step(loss_fn)(plain, x, y)
+  assert "no batch_stats field" in "".join(getattr(info.value, "__notes__", []))
+  # A plain loss with a state that has batch_stats: called with them.
+  with pytest.raises(TypeError) as info:
+    fsgld_optax.flax.linen_train_step(plain_loss)(make_state(), x, y)
+  assert "has a batch_stats field" in "".join(getattr(info.value, "__notes__", []))
+  # A BatchNorm model with a mutable apply but no batch_stats to store them: a pair, no aux.
+  bn_loss = lambda p, x, y: MODEL.apply({"params": p}, x, train=True, mutable=["batch_stats"])
+  bn_plain = train_state.TrainState.create(
+    apply_fn=MODEL.apply, params=make_state().params, tx=fsgld_optax.fsgld(LR, BETA, key=2)
+  )
+  with pytest.raises(ValueError, match=r"use fsgld_optax\.flax\.TrainState"):
+    fsgld_optax.flax.linen_train_step(bn_loss)(bn_plain, x, y)
+  with pytest.raises(TypeError, match="state must be"):
+    fsgld_optax.flax.linen_train_step(plain_loss)({"params": plain.params}, x, y)
+
+
+def test_dynamic_scale_is_refused_not_ignored() -> None:
+  # Flax's ImageNet example keeps a DynamicScale in its TrainState for float16; the step
+  # does not scale the loss, so it says so rather than training without the scaling.
+  class ScaledState(train_state.TrainState):
+    dynamic_scale: Any = None
+
+  x, y = data()
+  state = ScaledState.create(
+    apply_fn=DENSE.apply,
+    params=DENSE.init(jax.random.key(0), x)["params"],
+    tx=fsgld_optax.fsgld(LR, BETA, key=2),
+    dynamic_scale=dynamic_scale_lib.DynamicScale(),
+  )
+  with pytest.raises(ValueError, match="dynamic_scale"):
+    fsgld_optax.flax.linen_train_step(plain_loss)(state, x, y)
+  new_state, _ = fsgld_optax.flax.linen_train_step(plain_loss)(
+    state.replace(dynamic_scale=None), x, y
+  )
+  assert int(new_state.step) == 1
+
+
+def weighted_bn_loss(params: Any, batch_stats: Any, x: jax.Array, y: jax.Array, w: jax.Array):
+  out, updates = MODEL.apply(
+    {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+  )
+  return w * jnp.mean((out - y) ** 2), (updates["batch_stats"], {"out": out, "w": w})
+
+
+def test_batch_argnums_and_aux_reduction_with_batch_stats() -> None:
+  n = 2
+  state = make_state()
+  x, y = data()
+  w = jnp.float32(3.0)
+  w_vec = jnp.full((2,), w)  # A batched-looking weight that must not be split.
+
+  def reference(p: Any, x: jax.Array, y: jax.Array) -> Any:
+    h = x @ p["dense"]["kernel"] + p["dense"]["bias"][None]
+    mean, var = jnp.mean(h, axis=0), jnp.var(h, axis=0)
+    h = (h - mean[None]) / jnp.sqrt(var + EPS)[None] * p["norm"]["scale"][None]
+    out = jnp.tanh(h + p["norm"]["bias"][None]).sum(axis=-1)
+    return w * jnp.mean((out - y) ** 2), (mean, out)
+
+  out, mean_grad = perturbed_grads(
+    state.params, state.opt_state, n, reference, (x[:4], y[:4]), (x[4:], y[4:])
+  )
+  step = fsgld_optax.flax.linen_train_step(
+    lambda p, b, x, y, w: weighted_bn_loss(p, b, x, y, w[0]),
+    n_perturbations=n,
+    has_aux=True,
+    split_batch=True,
+    batch_argnums=(0, 1),
+    aux_reduction={"out": "concat", "w": "mean"},
+  )
+  new_state, (loss, aux) = jax.jit(step)(state, x, y, w_vec)
+  np.testing.assert_allclose(loss, np.mean([v for (v, _), _ in out]), rtol=1e-5)
+  assert_tree_allclose(new_state.params, state.apply_gradients(grads=mean_grad).params)
+  # Per-example outputs in batch order; the weight (a scalar aux) averaged.
+  np.testing.assert_allclose(
+    aux["out"], np.concatenate([o for (_, (_, o)), _ in out]), rtol=1e-5, atol=1e-6
+  )
+  assert float(aux["w"]) == 3.0
+  # The statistics are averaged over the slices whatever aux_reduction says.
+  old = state.batch_stats["norm"]
+  np.testing.assert_allclose(
+    new_state.batch_stats["norm"]["mean"],
+    MOMENTUM * old["mean"] + (1 - MOMENTUM) * np.mean([m for (_, (m, _)), _ in out], axis=0),
+    rtol=1e-5,
+    atol=1e-6,
+  )
+
+
+def test_split_batch_errors() -> None:
+  state = make_state()
+  x, y = data()
+  w = jnp.ones(2)
+  step = lambda **kw: fsgld_optax.flax.linen_train_step(
+    lambda p, b, x, y, w: weighted_bn_loss(p, b, x, y, w[0]),
+    n_perturbations=2,
+    has_aux=True,
+    split_batch=True,
+    **kw,
+  )
+  # Default aux_reduction: per-example aux under split_batch must be chosen, not averaged.
+  with pytest.raises(ValueError, match="aux_reduction"):
+    step(batch_argnums=(0, 1))(state, x, y, w)
+  with pytest.raises(ValueError, match="batch_argnums"):
+    step(batch_argnums=3, aux_reduction="concat")(state, x, y, w)
+  # A loss that closes over its batch, as in Flax's Linen examples: nothing to split.
+  closed = lambda p, b: loss_fn(p, b, x, y)
+  with pytest.raises(ValueError, match="split_batch"):
+    fsgld_optax.flax.linen_train_step(closed, n_perturbations=2, split_batch=True)(state)
