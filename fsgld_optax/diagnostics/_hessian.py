@@ -22,7 +22,7 @@ Every function is a pure function of its array arguments and can be wrapped in
 ``jax.jit(functools.partial(hutchinson_trace, loss_fn, num_samples=16))(params, key)``.
 
 Arguments are checked at the call, before any tracing, and a bad one raises an error that
-names it (see :mod:`fsgld_optax.diagnostics._common`): counts must be ints in range, the
+names it (the checks live in ``_common``): counts must be ints in range, the
 parameters real floating arrays, a tangent the shape of the parameters, and ``batches`` a
 non-empty chunking with at least one example per chunk.
 
