@@ -351,6 +351,12 @@ def test_split_batch_errors() -> None:
     step(batch_argnums=(0, 1))(state, x, y, w)
   with pytest.raises(ValueError, match="batch_argnums"):
     step(batch_argnums=3, aux_reduction="concat")(state, x, y, w)
+  # A dropout key passed positionally cannot be split: named by its position after state.
+  keyed = lambda p, b, x, y, key: loss_fn(p, b, x, y)
+  with pytest.raises(ValueError, match=r"argument \(after state\) 2 .* \(\)"):
+    fsgld_optax.flax.linen_train_step(keyed, n_perturbations=2, split_batch=True)(
+      state, x, y, jax.random.key(0)
+    )
   # A loss that closes over its batch, as in Flax's Linen examples: nothing to split.
   closed = lambda p, b: loss_fn(p, b, x, y)
   with pytest.raises(ValueError, match="split_batch"):

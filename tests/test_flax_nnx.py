@@ -424,6 +424,11 @@ def test_bad_batch_argnums_and_unsplittable_calls_raise() -> None:
   )  # fmt: skip
   with pytest.raises(ValueError, match="graph node"):
     grad_fn(rngs_model, rngs_optimizer, x, y, nnx.Rngs(dropout=0))
+  # An argument that cannot be split is named by its own position, not the wrapper's.
+  with pytest.raises(ValueError, match=r"argument \(after model and optimizer\) 2 .* \(2,\)"):
+    fsgld_optax.flax.nnx_value_and_grad(
+      weighted_loss, n_perturbations=4, has_aux=True, split_batch=True, aux_reduction="mean"
+    )(model, optimizer, x, y, w)
   # A loss that closes over its batch, with only the Rngs as argument: nothing to split.
   closed = lambda model, rngs: rngs_loss(model, x, y, rngs)
   grad_fn = fsgld_optax.flax.nnx_value_and_grad(

@@ -41,16 +41,30 @@ def user_batch_argnums(
   return tuple(sorted({int(i) % num_args for i in argnums}))
 
 
-def check_batch_to_split(batched: Sequence[Any], n: int, call: str) -> None:
-  """Raises a ``ValueError`` when ``split_batch`` would have no array to split.
+def check_batch_to_split(
+  args: Sequence[Any], batched: Sequence[int], n: int, call: str, what: str
+) -> None:
+  """Raises a ``ValueError`` unless ``split_batch`` can split ``args[i]`` for ``i in batched``.
 
-  A loss that closes over its batch (as in Flax's Linen examples) would otherwise cost n
-  full-batch gradients instead of one.
+  There must be at least one array to split: a loss that closes over its batch (as in Flax's
+  Linen examples) would otherwise cost n full-batch gradients instead of one. Every leaf of a
+  batched argument needs a leading axis that n divides; the error names the argument by its
+  position among the step's own arguments (``what``).
   """
-  if not jax.tree.leaves(list(batched)):
+  if not jax.tree.leaves([args[i] for i in batched]):
     raise ValueError(
       f"split_batch=True with n_perturbations={n} needs the batch passed to the step, as "
       f"{call}, in the arguments named by batch_argnums; none of them holds an array. A loss "
       f"that closes over its batch would silently cost {n} full-batch gradients instead of "
       "one: pass the batch as an argument, or use split_batch=False."
     )
+  for i in batched:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(args[i])[0]:
+      shape = np.shape(leaf)
+      if not shape or shape[0] % n:
+        raise ValueError(
+          f"split_batch=True with n_perturbations={n} splits every leaf of the batched "
+          f"arguments along its leading axis, which n must divide; {what} {i} has the leaf "
+          f"{jax.tree_util.keystr(path) or '(the argument itself)'} of shape {shape}. Leave "
+          "it out of batch_argnums, or pass it as a keyword argument (never split)."
+        )

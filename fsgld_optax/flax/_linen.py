@@ -231,7 +231,9 @@ def linen_train_step(
     with_stats = hasattr(state, "batch_stats")
     argnums = user_batch_argnums(batch_argnums, batch, "batch arguments after state")
     if split_batch and n_perturbations > 1:
-      check_batch_to_split([batch[i] for i in argnums], n_perturbations, "step(state, *batch)")
+      check_batch_to_split(
+        batch, argnums, n_perturbations, "step(state, *batch)", "argument (after state)"
+      )
     offset = 1 if with_stats else 0
     batched = tuple(i + offset for i in argnums)
 

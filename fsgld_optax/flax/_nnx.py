@@ -291,7 +291,11 @@ def nnx_value_and_grad(
             f"({type(nodes[args[i].index]).__name__}), which split_batch cannot split."
           )
       check_batch_to_split(
-        [args[i] for i in batched], n_perturbations, "f(model, optimizer, *batch)"
+        args,
+        batched,
+        n_perturbations,
+        "f(model, optimizer, *batch)",
+        "argument (after model and optimizer)",
       )
       # The slice index travels as one more batched argument (index 0), so that every slice
       # knows which one it is.
