@@ -158,3 +158,18 @@ def test_filter_axis_in_range_negative_and_positive_agree() -> None:
   a = diagnostics.random_direction(0, MATRIX_PARAMS, filter_axis=-1)
   b = diagnostics.random_direction(0, MATRIX_PARAMS, filter_axis=1)
   jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_checks_accept_traced_arrays_under_jit() -> None:
+  # The checks look at shapes and dtypes only, so every array argument may be traced.
+  trace_fn = jax.jit(functools.partial(diagnostics.hutchinson_trace, loss_fn, num_samples=4))
+  assert float(trace_fn(PARAMS, 3).trace) == pytest.approx(10.0, rel=1e-5)
+  top_fn = jax.jit(functools.partial(diagnostics.top_eigenvalues, loss_fn, k=1, num_iterations=4))
+  np.testing.assert_allclose(top_fn(PARAMS, jax.random.key(0)).eigenvalues, [4.0], rtol=1e-5)
+  slice_fn = jax.jit(functools.partial(diagnostics.loss_slice_1d, loss_fn))
+  np.testing.assert_allclose(slice_fn(PARAMS, PARAMS, jnp.ones(2)), [20.0, 20.0], rtol=1e-6)
+  direction_fn = jax.jit(diagnostics.random_direction)
+  assert direction_fn(0, MATRIX_PARAMS)["w"].shape == (2, 3)
+  np.testing.assert_allclose(
+    jax.jit(functools.partial(diagnostics.hvp, loss_fn))(PARAMS, PARAMS), SCALES
+  )
