@@ -5,6 +5,7 @@ Run::
     python -m benchmarks.demo            # the full run, a few minutes on 2 CPU cores
     python -m benchmarks.demo --quick    # a few steps, to check the installation
     python -m benchmarks.demo --tune     # the validation-split check behind the settings
+    python -m benchmarks.demo --check    # rerun the first epochs, compare with demo.json
 
 A 1-D CNN (:class:`benchmarks.models.CNN1D`, 64,618 parameters, BatchNorm) is trained on the
 4,000 MNIST-1D training signals, 40% of whose labels were replaced by a uniformly drawn
@@ -36,6 +37,11 @@ each); what those cost depends on the backend and on the distribution, so the de
 times fSGLD with the cheap draws (``perturbation="rademacher"``,
 ``langevin_noise="binomial"``: one random bit per weight for ε, one byte for ξ), without
 training it. ``demo.md`` holds the numbers of the committed run.
+
+The results files carry their provenance (:mod:`benchmarks._report`). ``--check`` retrains
+the first two epochs of every method (``--quick``: one epoch of SGD and fSGLD) and compares
+the training loss, the clean test accuracy and the noisy-train accuracy with ``demo.json``
+(bitwise on its machine, else within the tolerances of :mod:`benchmarks._report`).
 """
 
 from __future__ import annotations
@@ -52,10 +58,10 @@ from typing import Any
 
 import jax
 
-from benchmarks import data
+from benchmarks import _report, data
 from benchmarks.train import TrainConfig, build, train
 
-__all__ = ["SETTINGS", "main", "run_demo", "time_steps", "tune"]
+__all__ = ["SETTINGS", "check", "main", "run_demo", "time_steps", "tune"]
 
 RESULTS = Path(__file__).resolve().parent / "results" / "demo"
 NOISE = "symmetric:0.4"
@@ -142,6 +148,7 @@ def run_demo(
   repeats: int = 7,
   timing_steps: int = 20,
   progress: bool = True,
+  command: str = "python -m benchmarks.demo",
 ) -> dict[str, Any]:
   """Trains the three methods, times their steps, and writes the table, JSON and plot.
 
@@ -152,6 +159,7 @@ def run_demo(
     repeats: interleaved timing repeats.
     timing_steps: steps per timing repeat.
     progress: show progress bars.
+    command: the command line recorded in the provenance.
 
   Returns:
     The results written to ``demo.json``.
@@ -207,10 +215,17 @@ def run_demo(
     "device": str(jax.devices()[0].device_kind),
     "jax_version": jax.__version__,
   }
+  results["provenance"] = _report.provenance(
+    "benchmarks.demo",
+    command=command,
+    seeds={"seed": BASE.seed},
+    wall_time_s=results["total_seconds"],
+  )
   out.mkdir(parents=True, exist_ok=True)
   (out / "demo.json").write_text(json.dumps(results, indent=2) + "\n")
   table = markdown_table(rows)
-  (out / "demo.md").write_text(_markdown_report(results, table))
+  footer = _report.markdown_footer(results["provenance"])
+  (out / "demo.md").write_text(_markdown_report(results, table) + "\n" + footer)
   plot(histories, out / "demo.png", title=f"MNIST-1D, {NOISE} label noise, 1-D CNN")
   print(table)
   print(f"{CHEAP}: {seconds[CHEAP] / seconds['SGD']:.2f}× SGD per step (timed only).")
@@ -295,6 +310,7 @@ def tune(*, epochs: int = EPOCHS, progress: bool = True, out: Path = RESULTS) ->
   Returns:
     One dict per run with its settings and final and best validation accuracy.
   """
+  start = time.perf_counter()
   dataset = data.load_mnist1d(noise=NOISE, seed=BASE.seed, val_fraction=0.2)
   base = dataclasses.replace(BASE, epochs=epochs, val_fraction=0.2, progress=progress)
   results: list[dict[str, Any]] = []
@@ -321,8 +337,16 @@ def tune(*, epochs: int = EPOCHS, progress: bool = True, out: Path = RESULTS) ->
   for beta in (1e4, 1e5, 1e6, 1e7):
     sigma = beta ** (-(1 + BASE.eta) / 4)
     run(f"fSGLD lr={lr:g} β={beta:g} σ={sigma:.3f} (coupled)", optimizer="fsgld", lr=lr, beta=beta)
+  command = "python -m benchmarks.demo --tune" + (f" --epochs {epochs}" if epochs != EPOCHS else "")
+  record = _report.provenance(
+    "benchmarks.demo",
+    command=command,
+    seeds={"seed": BASE.seed},
+    wall_time_s=time.perf_counter() - start,
+  )
   out.mkdir(parents=True, exist_ok=True)
-  (out / "tune.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+  written = {"benchmark": "demo.tune", "runs": results, "provenance": record}
+  (out / "tune.json").write_text(json.dumps(written, indent=2, default=str) + "\n")
   lines = [
     "# Validation check behind the demo's settings",
     "",
@@ -338,20 +362,64 @@ def tune(*, epochs: int = EPOCHS, progress: bool = True, out: Path = RESULTS) ->
       for r in results
     ),
   ]
-  (out / "tune.md").write_text("\n".join(lines) + "\n")
+  (out / "tune.md").write_text("\n".join(lines) + "\n\n" + _report.markdown_footer(record))
   print("\n".join(lines))
   return results
+
+
+def check(
+  recorded: dict[str, Any], *, quick: bool = False, progress: bool = True
+) -> list[_report.Check]:
+  """Retrains the first epochs of the recorded runs and compares their histories."""
+  base = dataclasses.replace(
+    TrainConfig.from_json(recorded["base_config"]),
+    epochs=recorded["epochs"],
+    max_steps_per_epoch=recorded["steps_per_epoch"],
+    progress=progress,
+    stop_after=1 if quick else 2,
+  )
+  dataset = data.load_mnist1d(noise=NOISE, seed=base.seed)
+  names = ["SGD", "fSGLD"] if quick else list(recorded["settings"])
+  checks = []
+  for name in names:
+    history = train(dataclasses.replace(base, **recorded["settings"][name]), dataset=dataset)
+    old = recorded["histories"][name][: len(history)]
+    rtol, atol = _report.TRAINING_LOSS_RTOL, _report.TRAINING_ACC_ATOL
+    for field, tolerance in (
+      ("train_loss", (rtol, 0.0)),
+      ("test_acc", (0.0, atol)),
+      ("noisy_train_acc", (0.0, atol)),
+    ):
+      checks.append(
+        _report.Check(
+          f"{name}: {field}, epochs 1–{len(history)}",
+          [h[field] for h in old],
+          [h[field] for h in history],
+          rtol=tolerance[0],
+          atol=tolerance[1],
+        )
+      )
+  return checks
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any] | list[dict]:
   """Command-line entry point (see the module docstring)."""
   parser = argparse.ArgumentParser(prog="python -m benchmarks.demo", description=__doc__)
-  parser.add_argument("--quick", action="store_true", help="a few steps only")
+  parser.add_argument("--quick", action="store_true", help="a few steps only (or check)")
   parser.add_argument("--tune", action="store_true", help="run the validation check")
+  parser.add_argument("--check", action="store_true", help="rerun the first epochs, compare")
   parser.add_argument("--epochs", type=int, default=None)
   parser.add_argument("--out", type=Path, default=RESULTS)
   parser.add_argument("--no-progress", dest="progress", action="store_false")
   args = parser.parse_args(argv)
+  if args.check:
+    passed, report = _report.run_check(
+      sys.modules[__name__], args.out / "demo.json", quick=args.quick, progress=args.progress
+    )
+    print(report)
+    if not passed:
+      raise SystemExit(1)
+    return {"check": {"passed": passed, "report": report}}
   if args.tune:
     return tune(epochs=args.epochs or EPOCHS, progress=args.progress, out=args.out)
   if args.quick:
@@ -362,8 +430,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | list[dict]:
       repeats=2,
       timing_steps=2,
       progress=args.progress,
+      command="python -m benchmarks.demo --quick"
+      + (f" --epochs {args.epochs}" if args.epochs else ""),
     )
-  return run_demo(epochs=args.epochs or EPOCHS, out=args.out, progress=args.progress)
+  epochs = args.epochs or EPOCHS
+  return run_demo(
+    epochs=epochs,
+    out=args.out,
+    progress=args.progress,
+    command="python -m benchmarks.demo" + (f" --epochs {epochs}" if epochs != EPOCHS else ""),
+  )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ What is measured (``python -m benchmarks.diagnostics_cost``; ``--quick`` for a s
   the minimum, and their ratios to the gradient's median and minimum from the same process.
 
 Writes ``diagnostics_cost.json`` and ``diagnostics_cost.md`` to the output folder.
+``--check`` reruns the benchmark once (one timed repeat) and compares its deterministic
+numbers, the trace estimate and the top eigenvalues at initialisation, with a results file:
+bitwise on its machine, within a relative 1e-4 elsewhere (float32 Hessian-vector products);
+the timings are not checked.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from tqdm.auto import tqdm
 from benchmarks import _report
 from fsgld_optax import diagnostics
 
-__all__ = ["QUICK", "Config", "main", "run"]
+__all__ = ["QUICK", "Config", "check", "main", "run"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,8 +257,23 @@ def markdown(results: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def check(
+  recorded: dict[str, Any], *, quick: bool = False, progress: bool = True
+) -> list[_report.Check]:
+  """Reruns once and compares the trace estimate and the top eigenvalues with ``recorded``."""
+  del quick
+  config = _report.config_from_json(Config, recorded["config"])
+  rerun = run(dataclasses.replace(config, repeats=1), progress=progress)["estimates"]
+  est = recorded["estimates"]
+  return [
+    _report.Check("Hutchinson trace", est["trace"], rerun["trace"], rtol=1e-4),
+    _report.Check("its standard error", est["trace_stderr"], rerun["trace_stderr"], rtol=1e-3),
+    _report.Check("top eigenvalues", est["top_eigenvalues"], rerun["top_eigenvalues"], rtol=1e-4),
+  ]
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """``python -m benchmarks.diagnostics_cost [--quick] [--out DIR] [--no-progress]``."""
+  """``python -m benchmarks.diagnostics_cost [--quick] [--check] [--out DIR] [--no-progress]``."""
   return _report.main(argv, sys.modules[__name__])
 
 

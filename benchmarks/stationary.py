@@ -45,6 +45,11 @@ What is measured (``python -m benchmarks.stationary``; ``--quick`` for a smoke r
   within the Monte-Carlo error.
 
 Writes ``stationary.json``, ``stationary.md`` and ``stationary.png`` to the output folder.
+``--check`` recomputes the exact quantities (barrier top, exact flat-basin masses,
+quadrature error; with the full check also the discrete-chain laws) and compares them with a
+results file, bitwise on its machine and within 1e-9 elsewhere (float64 NumPy and LAPACK);
+the full check also reruns :data:`CHECK_CHAINS` chains of SGLD and of fSGLD and compares
+their flat-basin mass with the recorded one within four binomial standard errors.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ from tqdm.auto import tqdm
 import fsgld_optax
 from benchmarks import _report
 
-__all__ = ["Config", "main", "run"]
+__all__ = ["Config", "check", "main", "run"]
 
 KAPPA_SHARP = 24.0
 KAPPA_FLAT = 6.0
@@ -554,8 +559,63 @@ def plot(results: dict[str, Any], path: Path) -> None:
   plt.close(fig)
 
 
+#: Chains per law rerun by the full ``--check``.
+CHECK_CHAINS = 2_000
+
+
+def check(
+  recorded: dict[str, Any], *, quick: bool = False, progress: bool = True
+) -> list[_report.Check]:
+  """Recomputes the deterministic quantities of ``recorded`` (and reruns a few chains)."""
+  del progress
+  config = _report.config_from_json(Config, recorded["config"])
+  threshold = barrier_top()
+  checks = [_report.Check("barrier top θ*", recorded["barrier_top"], threshold, atol=1e-9)]
+  exact = [
+    exact_law(config.beta, row["sigma"], config.quadrature_nodes).mass_above(threshold)
+    for row in recorded["sigma_sweep"]
+  ]
+  checks.append(
+    _report.Check(
+      "exact flat-basin masses of the σ sweep",
+      [row["flat_mass_exact"] for row in recorded["sigma_sweep"]],
+      exact,
+      atol=1e-9,
+    )
+  )
+  if quick:
+    return checks
+  for row in recorded["discretisation"]:
+    grid, pi = discrete_chain_law(
+      config.beta, row["sigma"], row["learning_rate"], config.kernel_grid
+    )
+    checks.append(
+      _report.Check(
+        f"discrete-chain flat mass, σ = {row['sigma']:g}, λ = {row['learning_rate']:g}",
+        row["flat_mass_discrete"],
+        float(pi[grid > threshold].sum()),
+        atol=1e-9,
+      )
+    )
+  for i, name in enumerate(("sgld", "fsgld")):
+    row = recorded["main"][name]
+    final = run_chains(row["sigma"], config, CHECK_CHAINS, config.learning_rate, config.seed + i)
+    p = row["flat_mass_empirical"]
+    se = math.sqrt(p * (1 - p) * (1 / CHECK_CHAINS + 1 / row["num_chains"]))
+    checks.append(
+      _report.Check(
+        f"{name} flat-basin mass, {CHECK_CHAINS} rerun chains",
+        p,
+        float(np.mean(final[-1] > threshold)),
+        atol=4 * se,
+        statistical=True,
+      )
+    )
+  return checks
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """``python -m benchmarks.stationary [--quick] [--out DIR] [--no-progress]``."""
+  """``python -m benchmarks.stationary [--quick] [--check] [--out DIR] [--no-progress]``."""
   return _report.main(argv, sys.modules[__name__])
 
 

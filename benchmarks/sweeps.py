@@ -22,7 +22,10 @@ weight decay 5e-4, batch 128, no momentum), clean test accuracy mean ± std over
 
 The learning rate and β are the values the noisy-label search selected for this setting
 (see ``noisy_labels.md``). ``python -m benchmarks.sweeps`` (``--quick`` for a smoke run)
-writes ``sweeps.json``, ``sweeps.md`` and ``sweeps.png`` to the output folder.
+writes ``sweeps.json``, ``sweeps.md`` and ``sweeps.png`` to the output folder. ``--check``
+retrains the first two epochs (``--quick``: one) of the first seed's SGD, fSGLD and RWP runs
+at ``n_sigma`` and compares them with a results file as the noisy-label check does (bitwise
+on its machine, else within the noisy-label tolerances).
 """
 
 from __future__ import annotations
@@ -39,10 +42,10 @@ from tqdm.auto import tqdm
 
 import fsgld_optax
 from benchmarks import _report
+from benchmarks.noisy_labels import CHECK_ACC_ATOL, CHECK_LOSS_RTOL, Setting, Trainer, _fmt
 from benchmarks.noisy_labels import Config as NoisyConfig
-from benchmarks.noisy_labels import Setting, Trainer, _fmt
 
-__all__ = ["Config", "main", "run"]
+__all__ = ["Config", "check", "main", "run"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,10 +120,8 @@ def _mean_std(values: Sequence[float | None]) -> dict[str, float | None]:
   }
 
 
-def run(config: Config, *, progress: bool = True) -> dict[str, Any]:
-  """Runs both sweeps; returns JSON-ready results."""
-  start = time.perf_counter()
-  trainer = Trainer(
+def _trainer(config: Config) -> Trainer:
+  return Trainer(
     NoisyConfig(
       cnn_features=config.cnn_features,
       max_steps_per_epoch=config.max_steps_per_epoch,
@@ -129,6 +130,12 @@ def run(config: Config, *, progress: bool = True) -> dict[str, Any]:
       hutchinson_samples=config.hutchinson_samples,
     )
   )
+
+
+def run(config: Config, *, progress: bool = True) -> dict[str, Any]:
+  """Runs both sweeps; returns JSON-ready results."""
+  start = time.perf_counter()
+  trainer = _trainer(config)
   setting = Setting(config.dataset, config.noise, config.epochs)
   steps_per_epoch = trainer.steps_per_epoch(trainer.dataset(setting, config.seeds[0]))
 
@@ -358,8 +365,50 @@ def plot(results: dict[str, Any], path: Path) -> None:
   plt.close(fig)
 
 
+def check(
+  recorded: dict[str, Any], *, quick: bool = False, progress: bool = True
+) -> list[_report.Check]:
+  """Retrains the first epochs of the first seed's SGD, fSGLD and RWP runs at ``n_sigma``."""
+  del progress
+  config = _report.config_from_json(Config, recorded["config"])
+  trainer = _trainer(config)
+  setting = Setting(config.dataset, config.noise, config.epochs)
+  seed, epochs = config.seeds[0], 1 if quick else 2
+  sigma = config.n_sigma
+  jobs = [
+    ("sgd", "sgd", {"lr": config.lr}),
+    (f"sigma:{sigma:g}", "fsgld", {"lr": config.lr, "beta": config.beta, "sigma": sigma}),
+    (f"rwp:{sigma:g}", "rwp", {"lr": config.lr, "sigma": sigma}),
+  ]
+  checks = []
+  for name, method, hparams in jobs:
+    if name not in recorded["runs"]:
+      continue
+    run_record = next(r for r in recorded["runs"][name] if r["seed"] == seed)
+    result, _ = trainer.fit(setting, method, hparams, seed, stop_after=epochs)
+    label = f"{name}, seed {seed}, epochs 1–{epochs}"
+    checks.append(
+      _report.Check(
+        f"{label}: test accuracy",
+        run_record["test_acc"][:epochs],
+        result.test_acc,
+        atol=CHECK_ACC_ATOL,
+      )
+    )
+    if "train_loss_curve" in run_record:
+      checks.append(
+        _report.Check(
+          f"{label}: train loss",
+          run_record["train_loss_curve"][:epochs],
+          result.train_loss_curve,
+          rtol=CHECK_LOSS_RTOL,
+        )
+      )
+  return checks
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """``python -m benchmarks.sweeps [--quick] [--out DIR] [--no-progress]``."""
+  """``python -m benchmarks.sweeps [--quick] [--check] [--out DIR] [--no-progress]``."""
   return _report.main(argv, sys.modules[__name__])
 
 

@@ -189,11 +189,14 @@ def test_write_records_provenance_in_json_and_markdown(tmp_path: Path) -> None:
   assert text.startswith("## Title\n") and record["source_hash"][:19] in text
 
 
-def test_fingerprint_ignores_the_host_device_count_only() -> None:
-  env = _report.environment() | {"xla_flags": "--xla_force_host_platform_device_count=8"}
-  base = _report.machine_fingerprint(env | {"xla_flags": ""})
-  assert _report.machine_fingerprint(env) == base
-  assert _report.machine_fingerprint(env | {"xla_flags": "--xla_cpu_max_isa=AVX2"}) != base
+def test_fingerprint_follows_what_decides_the_bits() -> None:
+  env = _report.environment() | {"xla_flags": "--a=1 --b=2"}
+  base = _report.machine_fingerprint(env)
+  assert _report.machine_fingerprint(env | {"load_average_1min": 99.0}) == base
+  assert _report.machine_fingerprint(env | {"xla_flags": " --b=2  --a=1"}) == base
+  # The host device count changes a CNN's training bits on XLA:CPU: it is not neutral.
+  flags = "--a=1 --b=2 --xla_force_host_platform_device_count=8"
+  assert _report.machine_fingerprint(env | {"xla_flags": flags}) != base
   assert _report.machine_fingerprint(env | {"cpu_model": "another CPU"}) != base
   assert _report.machine_fingerprint(env | {"cpu_threads": 1000}) != base
 
