@@ -477,3 +477,23 @@ def test_rwp_chained_with_adamw() -> None:
   assert_tree_allclose(nnx.to_pure_dict(grads), nnx.to_pure_dict(ref_grads))
   optimizer.update(model, grads)
   assert int(fsgld_optax.find_fsgld_state(nnx.as_pure(optimizer.opt_state)).count) == 1
+
+
+def test_wrt_other_than_the_optimizers_is_named() -> None:
+  class WithLoRA(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs) -> None:
+      self.dense = nnx.Linear(3, 2, rngs=rngs)
+      self.lora = nnx.LoRA(3, 1, 2, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+      return self.dense(x) + self.lora(x)
+
+  model = WithLoRA(nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, fsgld_optax.fsgld(LR, BETA, key=1), wrt=nnx.LoRAParam)
+  loss = lambda m, x: jnp.sum(m(x) ** 2)
+  x = data()[0]
+  with pytest.raises(ValueError, match="wrt"):
+    fsgld_optax.flax.nnx_value_and_grad(loss)(model, optimizer, x)
+  _, grads = fsgld_optax.flax.nnx_value_and_grad(loss, wrt=nnx.LoRAParam)(model, optimizer, x)
+  optimizer.update(model, grads)
+  assert set(nnx.to_pure_dict(grads)) == {"lora"}

@@ -265,6 +265,16 @@ def nnx_value_and_grad(
     in_model = lambda path, _: path[0] == 0
     graphdef, params, rest = nnx.split(roots, nnx.All(wrt, in_model), ...)
     model_params = params[0]
+    optimizer_wrt = (
+      getattr(optimizer, "wrt", None) if isinstance(optimizer, nnx.Optimizer) else None
+    )
+    if optimizer_wrt is not None and jax.tree.structure(
+      nnx.state(model, optimizer_wrt)
+    ) != jax.tree.structure(model_params):
+      raise ValueError(
+        f"wrt={wrt!r} selects other variables than the nnx.Optimizer's "
+        f"wrt={optimizer_wrt!r}; pass nnx_value_and_grad(..., wrt=...) the optimizer's filter."
+      )
 
     def pure_loss(p: nnx.State, index: Any, *args: Any, **kwargs: Any) -> Any:
       # copy=True gives fresh variables at the current trace level, so forward passes can
