@@ -239,7 +239,7 @@ def test_masked_perturbations_equal_the_unmasked_ones_on_the_seen_leaves() -> No
   """Masking: the seen leaves get the same ε as without the mask (same key, same step)."""
   params = _MASK_PARAMS
   loss = lambda p: (jnp.sum(jnp.sin(p["b"])), p)
-  grad_fn = fsgld_optax.perturbed_value_and_grad(loss, has_aux=True)
+  grad_fn = jax.jit(fsgld_optax.perturbed_value_and_grad(loss, has_aux=True))
   mask = {"a": False, "b": True, "c": False}
   masked = optax.masked(fsgld_optax.fsgld(0.1, 1e4, sigma=0.5, key=0), mask)
   plain = fsgld_optax.fsgld(0.1, 1e4, sigma=0.5, key=0)
@@ -295,7 +295,7 @@ def _epsilons(grad_options: dict[str, Any], opt_state: Any) -> Any:
     lambda p, x: (_loss(p, x), p), has_aux=True, **options
   )
   params = _params()
-  (_, perturbed), _ = grad_fn(params, opt_state, _X)
+  (_, perturbed), _ = jax.jit(grad_fn)(params, opt_state, _X)
   if grad_options.get("n_perturbations", 1) == 1:
     perturbed = jax.tree.map(lambda x: x[None], perturbed)
   return jax.tree.map(lambda q, p: q - p[None], perturbed, params)
@@ -332,7 +332,7 @@ def test_grad_of_the_returned_value_is_the_mean_gradient_at_the_perturbed_points
   eps = _epsilons(grad_options, opt_state)
   add = lambda e: jax.tree.map(jnp.add, params, e)
   want = _mean_over(eps, lambda e, _: jax.grad(_loss)(add(e), _X))
-  returned = grad_fn(params, opt_state, _X)[1]
+  returned = jax.jit(grad_fn)(params, opt_state, _X)[1]
   for g, w, r in zip(
     jax.tree.leaves(got), jax.tree.leaves(want), jax.tree.leaves(returned), strict=True
   ):
@@ -376,7 +376,7 @@ def test_derivative_with_respect_to_sigma_is_the_mean_of_grad_dot_epsilon(option
   opt_state = fsgld_optax.fsgld(0.1, 1e4, sigma=sigma, key=2).init(_params())
   grad_fn = fsgld_optax.perturbed_value_and_grad(_loss, **grad_options)
   params = _params()
-  value_at = lambda s: grad_fn(params, _with_sigma(opt_state, s), _X)[0]
+  value_at = jax.jit(lambda s: grad_fn(params, _with_sigma(opt_state, s), _X)[0])
   got = jax.jit(jax.grad(value_at))(jnp.float32(sigma))
   z = jax.tree.map(lambda e: e / sigma, _epsilons(grad_options, opt_state))
 
