@@ -144,7 +144,11 @@ def register_key_serialization(key: jax.Array) -> None:
     if importlib.util.find_spec("flax") is None:
       _SERIALIZABLE_KEY_TYPES.add(key_type)
       return
-    serialization = importlib.import_module("flax.serialization")
+    try:
+      serialization = importlib.import_module("flax.serialization")
+    except Exception:  # A broken flax install must not break the optimizers.
+      _SERIALIZABLE_KEY_TYPES.add(key_type)
+      return
   if not serialization.is_serializable(key_type):
     serialization.register_serialization_state(key_type, _key_to_state_dict, _key_from_state_dict)
   _SERIALIZABLE_KEY_TYPES.add(key_type)
