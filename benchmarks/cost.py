@@ -57,7 +57,7 @@ import fsgld_optax
 from benchmarks import _report, models
 from fsgld_optax import _randomness
 
-__all__ = ["QUICK", "Config", "Method", "Workload", "main", "markdown", "plot", "run"]
+__all__ = ["QUICK", "Config", "Method", "Workload", "check", "main", "markdown", "plot", "run"]
 
 
 LEARNING_RATE, WEIGHT_DECAY, BETA, ETA, RHO = 0.05, 5e-4, 1e8, 0.1, 0.05
@@ -779,6 +779,57 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax_mem.set_xlabel("extra temp memory / parameter bytes")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
+
+
+#: ``--check``: relative tolerance on XLA's temp allocation on another machine.
+CHECK_MEMORY_RTOL = 0.1
+
+
+def check(
+  recorded: dict[str, Any], *, quick: bool = False, progress: bool = True
+) -> list[_report.Check]:
+  """Recompiles the steps of ``recorded`` and compares XLA's temp allocation of each.
+
+  Step times depend on the machine and its load and are not checked. ``quick``: the first
+  three rows of the smallest workload.
+  """
+  del progress
+  known = {w.name: w for config in (DEFAULT, QUICK) for w in config.workloads}
+  seed = recorded.get("config", {}).get("seed", 0)
+  workloads = recorded["workloads"]
+  if quick:
+    workloads = [min(workloads, key=lambda w: w["num_params"])]
+  checks = []
+  for w in workloads:
+    if w["name"] not in known:
+      raise ValueError(
+        f"Unknown workload {w['name']!r}; regenerate with python -m benchmarks.cost."
+      )
+    workload = known[w["name"]]
+    methods = {m.name: m for m in workload.methods}
+    rows = [r for r in w["rows"] if r["name"] in methods and r["memory"]["temp"] is not None]
+    model = build_model(workload)
+    key_init, key_x, key_y = jax.random.split(jax.random.key(seed), 3)
+    x = jax.random.normal(key_x, (workload.batch, *workload.input_shape))
+    y = jax.random.randint(key_y, (workload.batch,), 0, 10)
+    variables = jax.jit(lambda k, model=model, x=x: model.init(k, x[:1], train=False))(key_init)
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    for row in rows[:3] if quick else rows:
+      method = methods[row["name"]]
+      step, tx = model_step(method, make_loss(model), seed)
+      args = [params, tx.init(params), batch_stats, x, y]
+      donate = () if method.kind == "draws" else (0, 2)
+      compiled = jax.jit(step, donate_argnums=donate).lower(*args).compile()
+      temp = memory(compiled)["temp"]
+      checks.append(
+        _report.Check(
+          f"{w['name']}, {row['name']}: XLA temp bytes",
+          row["memory"]["temp"],
+          float("nan") if temp is None else temp,
+          rtol=CHECK_MEMORY_RTOL,
+        )
+      )
+  return checks
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
