@@ -1,8 +1,10 @@
 """Regression tests: one section per defect found by using the library as its users would.
 
-Each test's docstring names the defect it pins; each fails on version 0.1. The sections:
-donated states, masking, derivatives through the wrapper, argument checks, complex
-parameters, the saturated step counter, and serialization of the states.
+Each test's docstring names the defect it pins, and fails on version 0.1 (tables of bad
+arguments include some that version 0.1 already rejected, to keep the table whole); tests
+marked "Guard" check that a fix keeps what already worked. The sections: donated states,
+masking, derivatives through the wrapper, argument checks, complex parameters, the saturated
+step counter, and serialization of the states.
 """
 
 from __future__ import annotations
@@ -739,7 +741,7 @@ def test_complex_parameters_are_rejected_at_init_naming_the_leaf(member: str) ->
 
 
 def test_a_complex_leaf_masked_out_of_the_member_is_allowed() -> None:
-  """Complex parameters: a leaf the member does not see is another optimizer's business."""
+  """Guard, complex parameters: a leaf the member does not see is another optimizer's."""
   tx = optax.masked(fsgld_optax.fsgld(0.1, 1e4, key=0), {"w": True, "z": False})
   params = {"w": jnp.ones(3), "z": jnp.ones(2, jnp.complex64)}
   updates, _ = tx.update({"w": jnp.ones(3), "z": jnp.ones(2, jnp.complex64)}, tx.init(params))
@@ -814,7 +816,7 @@ def test_draws_stay_fresh_after_the_step_counter_saturates(member: str) -> None:
 
 
 def test_below_saturation_the_key_never_changes() -> None:
-  """Saturation: the ratchet leaves ordinary states (and their checkpoints) as they were."""
+  """Guard, saturation: below 2³¹ − 1 the key never changes, so checkpoints are unchanged."""
   tx = _SATURATING["fsgld"](jax.random.key(5))
   start = tx.init(_params())
   *_, end = _draws(tx, start, 3)
