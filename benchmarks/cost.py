@@ -37,6 +37,7 @@ Writes ``cost.json``, ``cost.md`` and ``cost.png`` to the output folder.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import statistics
@@ -44,7 +45,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +62,8 @@ __all__ = ["QUICK", "Config", "Method", "Workload", "check", "main", "markdown",
 
 
 LEARNING_RATE, WEIGHT_DECAY, BETA, ETA, RHO = 0.05, 5e-4, 1e8, 0.1, 0.05
+#: Momentum of SGD-M and fSGHMC, AdamW's learning rate and decoupled weight decay, RWP's σ.
+MOMENTUM, ADAM_LEARNING_RATE, ADAMW_WEIGHT_DECAY, RWP_SIGMA = 0.9, 1e-3, 0.05, 0.01
 DEFAULT_MODE = ("gaussian", "gaussian")  # (perturbation, langevin_noise)
 CHEAP_MODE = ("rademacher", "binomial")
 
@@ -81,6 +84,16 @@ class Method:
     group: ``perturbation_batch_size`` (fSGLD, n > 1): 1 evaluates the perturbations one after
       another, ``None`` all at once with ``jax.vmap``.
     sampler: ``"jax"`` (``jax.random.normal``) or ``"fused"`` (fSGLD's draws), for ``draws``.
+    baseline: the row this one is compared with (``ratio_to_baseline``): SGD for fSGLD,
+      SGD-M for fSGHMC, AdamW for RWP-AdamW and SAM-AdamW.
+    scale: the ``perturbation_scale`` of the perturbed kinds.
+    timed: ``False``: compiled for its memory and compile time only, not timed.
+
+  The kinds of the toolbox run (:data:`TOOLBOX`): ``"sgd_momentum"`` (SGD with heavy-ball
+  momentum :data:`MOMENTUM`), ``"fsghmc"`` (:func:`fsgld_optax.fsghmc` with the same
+  momentum, gradient at θ + ε), ``"adamw"`` (``optax.adamw``), ``"rwp_adamw"``
+  (``optax.chain(fsgld_optax.rwp(σ), optax.adamw(...))``, gradient at θ + ε) and
+  ``"sam_adamw"`` (``optax.contrib.sam`` around AdamW).
   """
 
   name: str
@@ -90,6 +103,9 @@ class Method:
   cheap: bool = False
   group: int | None = 1
   sampler: str = "fused"
+  baseline: str = "SGD"
+  scale: Literal["isotropic", "filter", "element"] = "isotropic"
+  timed: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,6 +250,76 @@ QUICK = Config(
 )
 
 
+# The toolbox run (``python -m benchmarks.cost --toolbox``): fSGHMC against SGD-M, RWP-AdamW
+# (isotropic and filter-wise σ) and SAM-AdamW against AdamW, the memory of n = 8 evaluated one
+# perturbation at a time against n = 1, and the compile time against n.
+def toolbox_methods(
+  ns: Sequence[int], *, vmapped: bool, filter_rwp: bool, sam: bool = True, time_n: bool = True
+) -> tuple[Method, ...]:
+  """The rows of the toolbox run: baselines, momentum, AdamW family, then fSGLD against n."""
+  rows = [
+    Method("SGD", "sgd"),
+    Method("SGD-M", "sgd_momentum"),
+    Method("fSGHMC (default)", "fsghmc", baseline="SGD-M"),
+    Method("fSGHMC (cheap)", "fsghmc", cheap=True, baseline="SGD-M"),
+    Method("AdamW", "adamw"),
+    Method("RWP-AdamW", "rwp_adamw", baseline="AdamW"),
+  ]
+  if filter_rwp:
+    rows.append(Method("RWP-AdamW (filter)", "rwp_adamw", baseline="AdamW", scale="filter"))
+  if sam:
+    rows.append(Method("SAM-AdamW", "sam_adamw", baseline="AdamW"))
+  rows += [dataclasses.replace(fsgld_method(n, n > 1, False), timed=time_n) for n in ns]
+  if vmapped:
+    rows.append(dataclasses.replace(fsgld_method(max(ns), True, False, group=None), timed=time_n))
+  return tuple(rows)
+
+
+TOOLBOX = Config(
+  workloads=(
+    Workload(
+      "MNIST-1D CNN, batch 128",
+      "cnn1d",
+      (),
+      (40, 1),
+      128,
+      toolbox_methods((1, 2, 4, 8), vmapped=True, filter_rwp=True),
+      repeats=15,
+      inner=10,
+    ),
+    # Batch 32 keeps the ResNet part to minutes on 2 shared cores; the GPU script
+    # (benchmarks/gpu.py) times batch 128.
+    Workload(
+      "ResNet-18, batch 32",
+      "resnet18",
+      (),
+      (32, 32, 3),
+      32,
+      toolbox_methods((1, 8), vmapped=False, filter_rwp=False, sam=False, time_n=False),
+      repeats=3,
+    ),
+  ),
+  micro_shapes=(),
+  micro_repeats=0,
+)
+TOOLBOX_QUICK = Config(
+  workloads=(
+    Workload(
+      "MNIST-1D CNN (one 8-channel block), batch 16",
+      "cnn1d",
+      (("features", (8,)),),
+      (40, 1),
+      16,
+      toolbox_methods((1, 2), vmapped=True, filter_rwp=True, time_n=False),
+      repeats=2,
+      inner=2,
+    ),
+  ),
+  micro_shapes=(),
+  micro_repeats=0,
+)
+
+
 def build_model(workload: Workload) -> Any:
   return models.create_model(workload.model, 10, **dict(workload.model_kwargs))
 
@@ -257,9 +343,31 @@ def sgd() -> optax.GradientTransformation:
 
 def make_fsgld(method: Method, key: int) -> optax.GradientTransformationExtraArgs:
   noise = CHEAP_MODE[1] if method.cheap else DEFAULT_MODE[1]
+  if method.kind == "fsghmc":
+    return fsgld_optax.fsghmc(
+      LEARNING_RATE * (1 - MOMENTUM),
+      BETA,
+      momentum=MOMENTUM,
+      eta=ETA,
+      weight_decay=WEIGHT_DECAY,
+      key=key,
+      langevin_noise=noise,
+    )
+  if method.kind == "rwp_adamw":
+    return optax.chain(fsgld_optax.rwp(RWP_SIGMA, key=key), adamw())  # pyright: ignore[reportReturnType]
   return fsgld_optax.fsgld(
     LEARNING_RATE, BETA, eta=ETA, weight_decay=WEIGHT_DECAY, key=key, langevin_noise=noise
   )
+
+
+def sgd_momentum() -> optax.GradientTransformation:
+  return optax.chain(
+    optax.add_decayed_weights(WEIGHT_DECAY), optax.sgd(LEARNING_RATE * (1 - MOMENTUM), MOMENTUM)
+  )
+
+
+def adamw() -> optax.GradientTransformation:
+  return optax.adamw(ADAM_LEARNING_RATE, weight_decay=ADAMW_WEIGHT_DECAY)
 
 
 def draw_two(sampler: str) -> Callable[[jax.Array, Any], Any]:
@@ -285,12 +393,13 @@ def model_step(method: Method, loss_fn: Callable[..., Any], key: int) -> tuple[C
   and the optimizer whose ``init`` gives ``opt_state``."""
   value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
 
-  if method.kind in ("sgd", "sgld"):
-    tx = (
-      sgd()
-      if method.kind == "sgd"
-      else fsgld_optax.sgld(LEARNING_RATE, BETA, weight_decay=WEIGHT_DECAY, key=key)
-    )
+  if method.kind in ("sgd", "sgld", "sgd_momentum", "adamw"):
+    tx = {
+      "sgd": sgd,
+      "sgd_momentum": sgd_momentum,
+      "adamw": adamw,
+      "sgld": lambda: fsgld_optax.sgld(LEARNING_RATE, BETA, weight_decay=WEIGHT_DECAY, key=key),
+    }[method.kind]()
 
     def step(params, opt_state, batch_stats, x, y):
       (loss, batch_stats), grads = value_and_grad(params, batch_stats, x, y)
@@ -299,9 +408,9 @@ def model_step(method: Method, loss_fn: Callable[..., Any], key: int) -> tuple[C
 
     return step, tx
 
-  if method.kind == "sam":
+  if method.kind in ("sam", "sam_adamw"):
     tx = optax.contrib.sam(
-      sgd(),
+      sgd() if method.kind == "sam" else adamw(),
       optax.chain(optax.contrib.normalize(), optax.sgd(RHO)),
       sync_period=2,
       opaque_mode=True,
@@ -346,6 +455,8 @@ def model_step(method: Method, loss_fn: Callable[..., Any], key: int) -> tuple[C
     perturbation=CHEAP_MODE[0] if method.cheap else DEFAULT_MODE[0],
     batch_argnums=(1, 2),
     perturbation_batch_size=method.group,
+    perturbation_scale=method.scale,
+    aux_reduction="mean",  # the BatchNorm statistics: one update with their mean
   )
 
   def fsgld_step(params, opt_state, batch_stats, x, y):
@@ -435,7 +546,10 @@ def run_workload(workload: Workload, seed: int, bar: Any) -> dict[str, Any]:
           args[:] = out[:3]
       jax.block_until_ready(out)
 
-    runners[method.name] = runner
+    if method.timed:
+      runners[method.name] = runner
+    else:
+      rows[method.name] |= {"times_s": [], "median_s": None}
 
   bar.set_postfix_str(f"{workload.name}: timing")
   times = time_interleaved(runners, workload.repeats, bar)
@@ -461,7 +575,12 @@ def finish_rows(rows: dict[str, dict[str, Any]], param_bytes: int) -> None:
   """Adds ratios to SGD's time and SGD's temp memory (in parameter-bytes units)."""
   base = rows["SGD"]
   for row in rows.values():
-    row["ratio_to_sgd"] = row["median_s"] / base["median_s"]
+    timed = row["median_s"] is not None
+    row["ratio_to_sgd"] = row["median_s"] / base["median_s"] if timed else None
+    reference = rows.get(row.get("baseline", "SGD"))
+    row["ratio_to_baseline"] = (
+      None if reference is None or not timed else row["median_s"] / reference["median_s"]
+    )
     temp, base_temp = row["memory"]["temp"], base["memory"]["temp"]
     row["extra_temp_over_param_bytes"] = (
       None
@@ -559,22 +678,67 @@ def run_micro(shapes: Sequence[tuple[int, ...]], repeats: int, seed: int, bar: A
 
 
 def run(config: Config, *, progress: bool = True) -> dict[str, Any]:
-  """Runs every workload and the microbenchmark; returns the results as a JSON-able dict."""
-  units = sum(len(w.methods) * (2 + w.repeats) for w in config.workloads) + 5 * (
-    2 + config.micro_repeats
+  """Runs every workload and the microbenchmark; returns the results as a JSON-able dict.
+
+  A config without ``micro_shapes`` (the toolbox run) skips the microbenchmark.
+  """
+  micro_units = 5 * (2 + config.micro_repeats) if config.micro_shapes else 0
+  units = micro_units + sum(
+    len(w.methods) + sum(m.timed for m in w.methods) * (1 + w.repeats) for w in config.workloads
   )
   start, load_start = time.perf_counter(), os.getloadavg()[0]
   with tqdm(total=units, desc="cost", disable=not progress) as bar:
     workloads = [run_workload(w, config.seed, bar) for w in config.workloads]
-    micro = run_micro(config.micro_shapes, config.micro_repeats, config.seed, bar)
+    micro = (
+      run_micro(config.micro_shapes, config.micro_repeats, config.seed, bar)
+      if config.micro_shapes
+      else None
+    )
   results = {
+    "config": {"seed": config.seed},
     "workloads": workloads,
     "micro": micro,
     "environment": {**_report.environment(), "load_average_1min_start": load_start},
     "wall_time_s": time.perf_counter() - start,
   }
-  results["targets"] = targets(results)
+  results["targets"] = targets(results) if micro is not None else toolbox_targets(results)
   return results
+
+
+def toolbox_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+  """The targets of the toolbox run: fSGHMC's step time over SGD-M's (≤ 1.03 in the cheap
+  mode, ≤ 1.10 by default), fSGHMC's extra temp memory over SGD-M's (the velocity is an
+  argument, not temp: ≤ 1.1 × parameter bytes, as for fSGLD), and n = 8 evaluated one
+  perturbation at a time against n = 1 (≤ 2 × parameter bytes more temp)."""
+  out = []
+  for w in results["workloads"]:
+    rows = {r["name"]: r for r in w["rows"]}
+
+    def add(target: str, value: float | None, limit: float, name: str = w["name"]) -> None:
+      if value is not None:
+        out.append(
+          {
+            "target": target,
+            "workload": name,
+            "value": value,
+            "limit": limit,
+            "met": value <= limit,
+          }
+        )
+
+    for mode, limit in (("cheap", 1.03), ("default", 1.10)):
+      row = rows.get(f"fSGHMC ({mode})")
+      if row is not None:
+        add(f"fSGHMC / SGD-M ({mode}) ≤ {limit:.2f}", row["ratio_to_baseline"], limit)
+    hmc, base = rows.get("fSGHMC (default)"), rows.get("SGD-M")
+    if hmc is not None and base is not None and hmc["memory"]["temp"] is not None:
+      extra = (hmc["memory"]["temp"] - base["memory"]["temp"]) / w["param_bytes"]
+      add("extra temp memory of fSGHMC over SGD-M ≤ 1.1 × parameter bytes", extra, 1.1)
+    one, eight = rows.get("fSGLD n=1 (default)"), rows.get("fSGLD n=8 split (default)")
+    if one is not None and eight is not None and one["memory"]["temp"] is not None:
+      extra = (eight["memory"]["temp"] - one["memory"]["temp"]) / w["param_bytes"]
+      add("temp of n=8 split, one at a time, − temp of n=1 ≤ 2 × parameter bytes", extra, 2.0)
+  return out
 
 
 def _row(workload: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -781,6 +945,61 @@ def plot(results: dict[str, Any], path: Path) -> None:
   fig.savefig(path, dpi=120)
 
 
+def markdown_toolbox(results: dict[str, Any]) -> str:
+  """The Markdown report of the toolbox run (``--toolbox``)."""
+  env = results["environment"]
+  lines = [
+    "# Step cost of the flatness toolbox",
+    "",
+    f"JAX {env['jax']}, optax {env['optax']} on {env['backend']} ({env['device']}, "
+    f"{env['cpu_count']} CPUs, 1-minute load average {env['load_average_1min_start']:.1f} at "
+    f"the start and {env['load_average_1min']:.1f} at the end); whole run "
+    f"{results['wall_time_s'] / 60:.1f} min. Median step time over interleaved rounds after "
+    "compilation and one warm-up round; each row's ratio is against its base optimizer in the "
+    f"same process: fSGHMC (momentum {MOMENTUM}, gradient at θ + ε) against SGD-M "
+    f"(`optax.sgd` with the same momentum), RWP-AdamW (`optax.chain(fsgld_optax.rwp(σ = "
+    f'{RWP_SIGMA}), optax.adamw(...))`, gradient at θ + ε; "filter": '
+    '`perturbation_scale="filter"`) and SAM-AdamW (`optax.contrib.sam` around AdamW, two '
+    "gradients) against AdamW, fSGLD against SGD. Default mode: Gaussian ε and ξ; cheap: "
+    "Rademacher ε and binomial ξ. fSGLD rows with n > 1 split the batch and evaluate the "
+    "perturbations one after another (`perturbation_batch_size=1`) unless marked vmapped. "
+    "Memory from XLA's `memory_analysis()`: temp is the scratch allocation, extra = (temp − "
+    "SGD's temp) / parameter bytes; the optimizer state (velocity, Adam moments) is an "
+    "argument, not temp.",
+    "",
+  ]
+  for w in results["workloads"]:
+    lines += [
+      f"## {w['name']}",
+      "",
+      f"{w['num_params']:,} parameters ({w['param_bytes'] / 2**20:.1f} MiB); {w['repeats']} "
+      "rounds" + (f" of {w['inner']} steps" if w["inner"] > 1 else "") + ".",
+      "",
+      "| method | against | step (ms) | × base | × SGD | temp (MiB) | extra temp (× params) "
+      "| peak (MiB) | compile (s) |",
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in w["rows"]:
+      mem = r["memory"]
+      ratio, to_sgd, median = r["ratio_to_baseline"], r["ratio_to_sgd"], r["median_s"]
+      lines.append(
+        f"| {r['name']} | {r['baseline']} | "
+        f"{'not timed' if median is None else f'{1e3 * median:.1f}'} | "
+        f"{'–' if ratio is None else f'{ratio:.3f}'} | "
+        f"{'–' if to_sgd is None else f'{to_sgd:.3f}'} | "
+        f"{_fmt_mb(mem['temp'])} | {_fmt_extra(r['extra_temp_over_param_bytes'])} | "
+        f"{_fmt_mb(mem['peak'])} | {r['compile_s']:.1f} |"
+      )
+    lines.append("")
+  lines += ["## Targets", "", "| target | workload | measured | met |", "|---|---|---:|:---:|"]
+  for t in results["targets"]:
+    lines.append(
+      f"| {t['target']} | {t['workload']} | {t['value']:.3f} | {'yes' if t['met'] else 'no'} |"
+    )
+  lines.append("")
+  return "\n".join(lines)
+
+
 #: ``--check``: relative tolerance on XLA's temp allocation on another machine.
 CHECK_MEMORY_RTOL = 0.1
 
@@ -832,9 +1051,35 @@ def check(
   return checks
 
 
+def toolbox_main(argv: Sequence[str]) -> dict[str, Any]:
+  """``python -m benchmarks.cost --toolbox [--quick] [--out DIR] [--no-progress]``: writes
+  ``cost_toolbox.json`` and ``cost_toolbox.md``."""
+  parser = argparse.ArgumentParser(
+    prog="python -m benchmarks.cost --toolbox",
+    description="Step cost of fSGHMC, RWP-AdamW and SAM-AdamW against their base optimizers.",
+  )
+  parser.add_argument("--quick", action="store_true", help="a small smoke run")
+  parser.add_argument("--out", type=Path, default=_report.RESULTS_DIR, help="output folder")
+  parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+  args = parser.parse_args(argv)
+  results = run(TOOLBOX_QUICK if args.quick else TOOLBOX, progress=not args.no_progress)
+  results["quick"] = args.quick
+  command = "python -m benchmarks.cost --toolbox" + (" --quick" if args.quick else "")
+  paths = _report.write(
+    results, args.out, "cost_toolbox", markdown_toolbox, module="benchmarks.cost", command=command
+  )
+  print(markdown_toolbox(results))
+  print("wrote", ", ".join(str(x) for x in paths))
+  return results
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """``python -m benchmarks.cost [--quick] [--out DIR] [--no-progress]``."""
-  return _report.main(argv, sys.modules[__name__])
+  """``python -m benchmarks.cost [--toolbox] [--quick] [--out DIR] [--no-progress]``."""
+  args = list(sys.argv[1:] if argv is None else argv)
+  if "--toolbox" in args:
+    args.remove("--toolbox")
+    return toolbox_main(args)
+  return _report.main(args, sys.modules[__name__])
 
 
 if __name__ == "__main__":
