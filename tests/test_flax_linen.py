@@ -351,6 +351,8 @@ def test_split_batch_errors() -> None:
     step(batch_argnums=(0, 1))(state, x, y, w)
   with pytest.raises(ValueError, match="batch_argnums"):
     step(batch_argnums=3, aux_reduction="concat")(state, x, y, w)
+  with pytest.raises(ValueError, match=r"aux_reduction=\('concat',\) is not a pytree prefix"):
+    step(batch_argnums=(0, 1), aux_reduction=("concat",))(state, x, y, w)
   # A dropout key passed positionally cannot be split: named by its position after state.
   keyed = lambda p, b, x, y, key: loss_fn(p, b, x, y)
   with pytest.raises(ValueError, match=r"argument \(after state\) 2 .* \(\)"):

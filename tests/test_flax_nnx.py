@@ -456,6 +456,10 @@ def test_per_example_aux_under_split_batch_needs_a_choice() -> None:
   )
   (_, aux), _ = grad_fn(model, optimizer, x, y, w)
   np.testing.assert_allclose(aux["out"], model(x), rtol=1e-5, atol=1e-6)
+  # A prefix that does not fit the loss's aux is named with the user's structures.
+  bad = fsgld_optax.flax.nnx_value_and_grad(two, aux_reduction={"logits": "concat"}, **kwargs)
+  with pytest.raises(ValueError, match=r"aux_reduction=\{'logits': 'concat'\} is not a pytree"):
+    bad(model, optimizer, x, y, w)
   np.testing.assert_allclose(aux["norm"], jnp.mean(x), rtol=1e-6)
 
 

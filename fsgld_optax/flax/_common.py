@@ -68,3 +68,21 @@ def check_batch_to_split(
           f"{jax.tree_util.keystr(path) or '(the argument itself)'} of shape {shape}. Leave "
           "it out of batch_argnums, or pass it as a keyword argument (never split)."
         )
+
+
+def check_aux_prefix(aux_reduction: Any, aux: Any) -> None:
+  """Raises a ``ValueError`` naming ``aux_reduction`` unless it is a pytree prefix of ``aux``.
+
+  Checked on the user's own ``aux``, before the helper pairs it with the model state it
+  carries next to it, so that the error shows the user's structures.
+  """
+  if aux_reduction is None or isinstance(aux_reduction, str):
+    return
+  is_spec = lambda x: x is None or isinstance(x, str)
+  try:
+    jax.tree.map(lambda spec, sub: None, aux_reduction, aux, is_leaf=is_spec)
+  except ValueError as error:
+    raise ValueError(
+      f"aux_reduction={aux_reduction!r} is not a pytree prefix of the aux that loss_fn "
+      f"returns (structure {jax.tree.structure(aux)}): {error}"
+    ) from error

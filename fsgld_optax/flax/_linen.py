@@ -12,7 +12,7 @@ from flax.training import train_state
 
 from fsgld_optax._perturb import perturbed_value_and_grad
 from fsgld_optax._randomness import PerturbationDistribution, is_inexact
-from fsgld_optax.flax._common import check_batch_to_split, user_batch_argnums
+from fsgld_optax.flax._common import check_aux_prefix, check_batch_to_split, user_batch_argnums
 
 
 class TrainState(train_state.TrainState):
@@ -252,7 +252,9 @@ def linen_train_step(
         if with_stats:
           loss, rest = out
           stats, aux = rest if has_aux else (rest, None)
+          check_aux_prefix(aux_reduction, aux)
           return loss, (stats, aux)
+        check_aux_prefix(aux_reduction, out[1])
         return out
       if isinstance(out, tuple | list | dict):
         raise ValueError(

@@ -12,7 +12,7 @@ from flax import nnx
 
 from fsgld_optax._perturb import perturbed_value_and_grad
 from fsgld_optax._randomness import PerturbationDistribution
-from fsgld_optax.flax._common import check_batch_to_split, user_batch_argnums
+from fsgld_optax.flax._common import check_aux_prefix, check_batch_to_split, user_batch_argnums
 
 
 def _pure_opt_state(optimizer_or_state: Any) -> optax.OptState:
@@ -284,6 +284,7 @@ def nnx_value_and_grad(
       args, kwargs = _insert_nodes((args, kwargs), local[1:])
       out = loss_fn(local[0], *args, **kwargs)
       loss, aux = out if has_aux else (out, None)
+      check_aux_prefix(aux_reduction, aux)
       for stream, key in saved:  # The folded keys must not be written back.
         stream.key[...] = key
       _, _, new_rest = nnx.split(local, nnx.All(wrt, in_model), ...)
