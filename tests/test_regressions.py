@@ -1035,3 +1035,14 @@ def test_the_validation_helpers_for_the_wrapper_options() -> None:
     _validation.check_argnums("batch_argnums", good)
   for bad in ("0", 1.5, True, [0, "a"], (), [True]):
     _raises_naming("batch_argnums", lambda bad=bad: _validation.check_argnums("batch_argnums", bad))
+
+
+def test_flax_serialization_refuses_a_key_of_another_implementation() -> None:
+  """Serialization: a saved ``rbg`` key is not silently reinterpreted as a threefry key."""
+  from flax import serialization
+
+  params = _params()
+  saved = fsgld_optax.sgld(0.1, 1e4, key=jax.random.key(0, impl="rbg")).init(params)
+  target = fsgld_optax.sgld(0.1, 1e4, key=jax.random.key(0)).init(params)
+  with pytest.raises(ValueError, match="rbg"):
+    serialization.from_bytes(target, serialization.to_bytes(saved))
