@@ -22,6 +22,16 @@ OPTIMIZERS = {
   ),
   "rwp": lambda key: fsgld_optax.fsgld(0.05, float("inf"), sigma=0.05, key=key),
   "sgld": lambda key: fsgld_optax.sgld(0.05, 1e4, key=key),
+  "fsghmc": lambda key: fsgld_optax.fsghmc(0.05, 1e4, momentum=0.9, weight_decay=1e-3, key=key),
+  "sghmc": lambda key: fsgld_optax.sghmc(0.05, 1e4, momentum=0.5, key=key),
+  "preconditioned_fsgld": lambda key: fsgld_optax.preconditioned_fsgld(
+    0.01, 1e4, decay=0.99, weight_decay=1e-3, key=key
+  ),
+  "psgld": lambda key: fsgld_optax.psgld(0.01, 1e4, decay=0.999, key=key),
+  "rwp_sgd_momentum": lambda key: optax.chain(
+    fsgld_optax.rwp(0.05, key=key), optax.sgd(0.05, momentum=0.9)
+  ),
+  "rwp_adamw": lambda key: optax.chain(fsgld_optax.rwp(0.05, key=key), optax.adamw(1e-3)),
 }
 optimizers = pytest.mark.parametrize("make_tx", list(OPTIMIZERS.values()), ids=list(OPTIMIZERS))
 
