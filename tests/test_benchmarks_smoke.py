@@ -20,7 +20,7 @@ import optax
 import pytest
 
 import fsgld_optax
-from benchmarks import noisy_labels, stationary, sweeps
+from benchmarks import _report, noisy_labels, stationary, sweeps
 from benchmarks.optimizers import make_optimizer
 
 pytestmark = pytest.mark.slow
@@ -68,6 +68,9 @@ def test_stationary_quick(tmp_path: Path) -> None:
     assert [d["learning_rate"] for d in rows] == sorted(d["learning_rate"] for d in rows)
     assert 0 < rows[0]["tv_discrete_vs_exact"] < rows[1]["tv_discrete_vs_exact"] < 0.05
   assert r["quadrature_max_abs_error"] < 1e-8
+  # Its exact quantities are recomputed bit for bit by the check.
+  check = stationary.main(["--check", "--quick", "--no-progress", "--out", str(tmp_path)])
+  assert check["check"]["passed"]
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +216,8 @@ def test_sweeps_quick(tmp_path: Path) -> None:
   for row in r["n_sweep"]:
     expected = 1 if row["mode"] != "plain" else row["n"]
     assert row["gradient_passes_per_step"] == expected
+  check = sweeps.main(["--check", "--quick", "--no-progress", "--out", str(tmp_path)])
+  assert check["check"]["passed"] and "bitwise" in check["check"]["report"]
 
 
 def test_diagnostics_cost_quick(tmp_path: Path) -> None:
@@ -244,3 +249,18 @@ def test_diagnostics_cost_quick(tmp_path: Path) -> None:
   assert len(top) == config["top_k"] and top == sorted(top, reverse=True)
   # Lanczos converges from the top: the largest Ritz pair is accurate.
   assert estimates["top_residual_norms"][0] < 1e-3 * abs(top[0])
+
+
+CHECKED = {"noisy_labels": noisy_labels, "stationary": stationary, "sweeps": sweeps}
+
+
+@pytest.mark.parametrize("name", sorted(CHECKED))
+def test_committed_results_rerun(name: str) -> None:
+  # The quick form of `python -m benchmarks.<name> --check` against the committed results:
+  # bitwise on the machine that produced them, within the stated tolerances elsewhere. A file
+  # whose sources changed since its run is stale (tests/test_provenance.py) and not checked.
+  state = _report.status(_report.RESULTS_DIR / f"{name}.json")
+  if state.state != "fresh":
+    pytest.skip(f"{state.path} is {state.state}; regenerate with `{state.command}`")
+  result = CHECKED[name].main(["--check", "--quick", "--no-progress"])
+  assert result["check"]["passed"]
