@@ -119,13 +119,45 @@ CONFIGS = {
   "n4_split_cheap": dict(
     n_perturbations=4, split_batch=True, perturbation="rademacher", langevin_noise="binomial"
   ),
+  # The rest of the family, each with a state of its own (momentum, RMS statistics, Adam's
+  # moments) that must stay sharded like the parameters.
+  "fsghmc": dict(n_perturbations=4, split_batch=True, optimizer="fsghmc"),
+  "psgld": dict(n_perturbations=2, split_batch=True, optimizer="psgld"),
+  "rwp_adamw": dict(
+    n_perturbations=4,
+    split_batch=True,
+    perturbation_batch_size=2,
+    perturbation_scale="filter",
+    optimizer="rwp_adamw",
+  ),
+}
+
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformationExtraArgs]] = {
+  "fsgld": lambda noise: fsgld_optax.fsgld(LR, BETA, key=3, langevin_noise=noise),
+  "fsghmc": lambda noise: fsgld_optax.fsghmc(LR, BETA, momentum=0.5, key=3, langevin_noise=noise),
+  "psgld": lambda noise: fsgld_optax.psgld(1e-3, BETA, key=3),
+  "rwp_adamw": lambda noise: optax.chain(
+    fsgld_optax.rwp(0.05, key=3), optax.adamw(1e-3, weight_decay=1e-2)
+  ),
 }
 
 
 def make_fsgld(config: dict) -> tuple[optax.GradientTransformationExtraArgs, Callable[..., Any]]:
   config = dict(config)
-  tx = fsgld_optax.fsgld(LR, BETA, key=3, langevin_noise=config.pop("langevin_noise", "gaussian"))
+  noise = config.pop("langevin_noise", "gaussian")
+  tx = OPTIMIZERS[config.pop("optimizer", "fsgld")](noise)
   return tx, fsgld_optax.perturbed_value_and_grad(mlp_loss, **config)
+
+
+def state_shardings(tx: optax.GradientTransformation, params: Any, replicated: Any) -> Any:
+  """Shardings of ``tx.init(params)``: a leaf shaped like a parameter is sharded like it."""
+  by_shape = {p.shape: p.sharding for p in jax.tree.leaves(params)}
+  # Every parameter shape is unique in the MLP, so shape identifies the parameter.
+  assert len(by_shape) == len(jax.tree.leaves(params))
+  return jax.tree.map(
+    lambda s: by_shape.get(s.shape, replicated) if s.ndim else replicated,
+    jax.eval_shape(tx.init, params),
+  )
 
 
 def same_shardings(tree: Any, expected: Any) -> bool:
@@ -165,7 +197,10 @@ SHARDED_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("layout", "config"), SHARDED_CASES)
+FAMILY_CASES = [("fsdp", "fsghmc"), ("fsdp", "psgld"), ("fsdp", "rwp_adamw")]
+
+
+@pytest.mark.parametrize(("layout", "config"), SHARDED_CASES + FAMILY_CASES)
 def test_sharded_jit_equals_single_device(layout: str, config: str):
   mesh = make_mesh()
   tx, step = jitted_step(config)
@@ -178,9 +213,10 @@ def test_sharded_jit_equals_single_device(layout: str, config: str):
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P(AXIS))
   p8 = jax.device_put(params, shardings)
-  # The state starts replicated on the mesh, as the step returns it (a plain tx.init leaves
-  # its scalars on one device, and the second step would recompile).
-  s8 = jax.jit(tx.init, out_shardings=replicated)(p8)
+  # The state starts on the mesh, as the step returns it: scalars replicated, leaves that
+  # mirror the parameters (momentum, moments) sharded like them (a plain tx.init leaves its
+  # scalars on one device, and the second step would recompile).
+  s8 = jax.jit(tx.init, out_shardings=state_shardings(tx, p8, replicated))(p8)
   init_shardings = jax.tree.map(lambda a: a.sharding, s8)
   for k in range(20):
     x, y = jax.device_put((xs[k], ys[k]), batch_sharding)
