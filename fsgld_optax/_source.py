@@ -165,6 +165,10 @@ def rwp(
   ``beta=inf``. Every member of the family starts with this transformation, so an optimizer
   holds exactly one source of perturbations.
 
+  Integer and boolean leaves are never perturbed and get zero updates; complex leaves are
+  rejected at ``init`` (split them into real and imaginary parts); a gradient whose shape
+  differs from its parameter's is an error naming the leaf, not a broadcast.
+
   Args:
     sigma: perturbation scale σ ≥ 0, a scalar or a schedule ``count -> σ_k``.
     key: int seed or typed ``jax.random.key``; the perturbations of the run derive from it.
