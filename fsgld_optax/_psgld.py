@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fsgld_optax import _randomness, _validation
+from fsgld_optax import _randomness, _source, _validation
 from fsgld_optax._fsgld import family
 from fsgld_optax._langevin import check_beta, langevin_noise
 from fsgld_optax._randomness import LangevinDistribution
@@ -84,13 +84,14 @@ def scale_by_rms_langevin(
   _validation.check_scalar(
     "initial_scale", initial_scale, lower=0.0, inclusive=True, allow_inf=False
   )
-  _randomness.check_distribution("langevin_noise", distribution, LangevinDistribution)
+  _randomness.check_distribution("distribution", distribution, LangevinDistribution)
   rng_key = _randomness.canonical_key(key)
 
   def inexact(fn: Any, tree: Any, *rest: Any) -> Any:
     return jax.tree.map(lambda x, *r: fn(x, *r) if _randomness.is_inexact(x) else x, tree, *rest)
 
   def init_fn(params: optax.Params) -> PreconditionedLangevinState:
+    _source.check_params(params, "scale_by_rms_langevin")
     # V in float32 at least: in bfloat16 a decay of 0.999 rounds to 1 and V never forgets.
     nu = inexact(
       lambda p: jnp.full_like(p, initial_scale, dtype=jnp.promote_types(p.dtype, jnp.float32)),
@@ -105,6 +106,8 @@ def scale_by_rms_langevin(
     **extra_args: Any,
   ) -> tuple[optax.Updates, PreconditionedLangevinState]:
     del params, extra_args
+    # V mirrors the parameters: a gradient of another shape would broadcast silently.
+    _source.check_updates(updates, state.nu, "scale_by_rms_langevin")
     lr = _validation.at(learning_rate, state.count)
     _validation.check_schedule_value(
       "learning_rate", learning_rate, lr, lower=0.0, inclusive=True, allow_inf=False
@@ -239,6 +242,7 @@ def preconditioned_fsgld(
     Bruno et al., *Flatness-Aware Stochastic Gradient Langevin Dynamics*, ICML 2026.
     https://arxiv.org/abs/2510.02174
   """
+  _randomness.check_distribution("langevin_noise", langevin_noise, LangevinDistribution)
   return family(
     "preconditioned_fsgld",
     scale_by_rms_langevin(
