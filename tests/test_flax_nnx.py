@@ -501,3 +501,25 @@ def test_wrt_other_than_the_optimizers_is_named() -> None:
   _, grads = fsgld_optax.flax.nnx_value_and_grad(loss, wrt=nnx.LoRAParam)(model, optimizer, x)
   optimizer.update(model, grads)
   assert set(nnx.to_pure_dict(grads)) == {"lora"}
+
+
+@pytest.mark.parametrize(
+  ("name", "value"),
+  [
+    ("has_aux", "yes"),
+    ("split_batch", 1),
+    ("antithetic", None),
+    ("per_device_perturbations", 0),
+    ("axis_name", 3),
+    ("axis_name", ()),
+    ("batch_argnums", "0"),
+    ("batch_argnums", 1.0),
+    ("batch_argnums", (0, True)),
+    ("aux_reduction", "sum"),
+    ("n_perturbations", 0),
+    ("perturbation_batch_size", 3),
+  ],
+)
+def test_options_are_checked_when_the_step_is_built(name: str, value: Any) -> None:
+  with pytest.raises((TypeError, ValueError), match=name):
+    fsgld_optax.flax.nnx_value_and_grad(loss_fn, **{name: value})

@@ -9,6 +9,48 @@ import jax
 import numpy as np
 
 
+def check_options(
+  *,
+  has_aux: Any,
+  split_batch: Any,
+  antithetic: Any,
+  per_device_perturbations: Any,
+  axis_name: Any,
+  batch_argnums: Any,
+) -> None:
+  """Raises an error naming the option unless the helpers' own options have the right types."""
+  flags = dict(
+    has_aux=has_aux,
+    split_batch=split_batch,
+    antithetic=antithetic,
+    per_device_perturbations=per_device_perturbations,
+  )
+  for name, value in flags.items():
+    if not isinstance(value, bool | np.bool_):
+      raise TypeError(f"{name} must be a bool, got {value!r}.")
+  names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+  if axis_name is not None and not (names and all(isinstance(a, str) for a in names)):
+    raise TypeError(f"axis_name must be None, a str or a tuple of str, got {axis_name!r}.")
+  _argnums(batch_argnums)
+
+
+def _argnums(batch_argnums: Any) -> tuple[int, ...] | None:
+  if batch_argnums is None:
+    return None
+  is_int = lambda i: isinstance(i, int | np.integer) and not isinstance(i, bool | np.bool_)
+  if is_int(batch_argnums):
+    return (int(batch_argnums),)
+  if (
+    isinstance(batch_argnums, str | bytes)
+    or not isinstance(batch_argnums, Sequence)
+    or not all(is_int(i) for i in batch_argnums)
+  ):
+    raise ValueError(
+      f"batch_argnums must be None, an int or a sequence of ints, got {batch_argnums!r}."
+    )
+  return tuple(int(i) for i in batch_argnums)
+
+
 def user_batch_argnums(
   batch_argnums: int | Sequence[int] | None, args: Sequence[Any], what: str
 ) -> tuple[int, ...]:
@@ -19,26 +61,15 @@ def user_batch_argnums(
       ints, or that names a position outside ``args``.
   """
   num_args = len(args)
-  if batch_argnums is None:
+  argnums = _argnums(batch_argnums)
+  if argnums is None:
     return tuple(range(num_args))
-  argnums = (batch_argnums,) if isinstance(batch_argnums, int | np.integer) else batch_argnums
-  if (
-    not isinstance(argnums, Sequence)
-    or isinstance(argnums, str)
-    or not all(
-      isinstance(i, int | np.integer) and not isinstance(i, bool | np.bool_) for i in argnums
-    )
-    or isinstance(batch_argnums, bool | np.bool_)
-  ):
-    raise ValueError(
-      f"batch_argnums must be None, an int or a sequence of ints, got {batch_argnums!r}."
-    )
   for i in argnums:
     if not -num_args <= i < num_args:
       raise ValueError(
         f"batch_argnums={batch_argnums!r} names argument {i}, but the step got {num_args} {what}."
       )
-  return tuple(sorted({int(i) % num_args for i in argnums}))
+  return tuple(sorted({i % num_args for i in argnums}))
 
 
 def check_batch_to_split(

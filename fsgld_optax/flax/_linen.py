@@ -12,7 +12,12 @@ from flax.training import train_state
 
 from fsgld_optax._perturb import perturbed_value_and_grad
 from fsgld_optax._randomness import PerturbationDistribution, is_inexact
-from fsgld_optax.flax._common import check_aux_prefix, check_batch_to_split, user_batch_argnums
+from fsgld_optax.flax._common import (
+  check_aux_prefix,
+  check_batch_to_split,
+  check_options,
+  user_batch_argnums,
+)
 
 
 class TrainState(train_state.TrainState):
@@ -147,11 +152,13 @@ def linen_train_step(
     ``has_aux``) for a ``TrainState`` whose ``tx`` holds a source of perturbations.
 
   Raises:
+    TypeError: for a flag (``has_aux``, ``split_batch``, ``antithetic``,
+      ``per_device_perturbations``) that is not a bool, an ``axis_name`` that is not a
+      string or tuple of strings, and, when called, a ``state`` that is not a ``TrainState``.
     ValueError: for invalid options (as :func:`fsgld_optax.perturbed_value_and_grad`); when
       called, for a ``batch_argnums`` out of range, ``split_batch`` with no batch passed to
       the step, a loss whose output does not fit the state's kind (see above), or a state
       with a ``dynamic_scale`` (float16 loss scaling, which the step does not apply).
-    TypeError: when called with a ``state`` that is not a ``TrainState``.
 
   Examples:
     A model with BatchNorm, in :class:`TrainState`:
@@ -203,6 +210,14 @@ def linen_train_step(
     Bruno et al., *Flatness-Aware Stochastic Gradient Langevin Dynamics*, ICML 2026.
     https://arxiv.org/abs/2510.02174
   """
+  check_options(
+    has_aux=has_aux,
+    split_batch=split_batch,
+    antithetic=antithetic,
+    per_device_perturbations=per_device_perturbations,
+    axis_name=axis_name,
+    batch_argnums=batch_argnums,
+  )
   options: dict[str, Any] = dict(
     n_perturbations=n_perturbations,
     has_aux=True,

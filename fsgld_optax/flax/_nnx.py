@@ -12,7 +12,12 @@ from flax import nnx
 
 from fsgld_optax._perturb import perturbed_value_and_grad
 from fsgld_optax._randomness import PerturbationDistribution
-from fsgld_optax.flax._common import check_aux_prefix, check_batch_to_split, user_batch_argnums
+from fsgld_optax.flax._common import (
+  check_aux_prefix,
+  check_batch_to_split,
+  check_options,
+  user_batch_argnums,
+)
 
 
 def _pure_opt_state(optimizer_or_state: Any) -> optax.OptState:
@@ -203,6 +208,9 @@ def nnx_value_and_grad(
     ``optimizer.update(model, grads)``. Call it eagerly or inside ``nnx.jit``.
 
   Raises:
+    TypeError: for a flag (``has_aux``, ``split_batch``, ``antithetic``,
+      ``per_device_perturbations``) that is not a bool, or an ``axis_name`` that is not a
+      string or tuple of strings.
     ValueError: for invalid options (as :func:`fsgld_optax.perturbed_value_and_grad`); when
       called, for a ``batch_argnums`` out of range or naming a graph node, or ``split_batch``
       with no batch passed (only graph nodes, or a loss that closes over its batch).
@@ -244,6 +252,14 @@ def nnx_value_and_grad(
     Bruno et al., *Flatness-Aware Stochastic Gradient Langevin Dynamics*, ICML 2026.
     https://arxiv.org/abs/2510.02174
   """
+  check_options(
+    has_aux=has_aux,
+    split_batch=split_batch,
+    antithetic=antithetic,
+    per_device_perturbations=per_device_perturbations,
+    axis_name=axis_name,
+    batch_argnums=batch_argnums,
+  )
   options: dict[str, Any] = dict(
     n_perturbations=n_perturbations,
     split_batch=split_batch,
