@@ -13,6 +13,12 @@ parameter pytree under a loss closure, without forming the Hessian:
 * :func:`plot_spectrum`, :func:`plot_slice_1d`, :func:`plot_slice_2d` — matplotlib figures
   (matplotlib is imported only when a plotting function is called).
 
+Every function checks its arguments when called, before any tracing, and raises an error that
+names a bad one: counts must be ints in range (not booleans or floats), widths positive and
+finite in the parameters' dtype, parameters real floating arrays, tangents and directions the
+shape of the parameters (never broadcast), ``filter_axis`` a valid axis, and ``batches`` hold
+at least one example in every chunk.
+
 Examples:
   >>> import jax
   >>> import jax.numpy as jnp
