@@ -193,11 +193,11 @@ def nnx_value_and_grad(
     perturbation: ``"gaussian"`` (the paper) or ``"rademacher"``.
     perturbation_batch_size: how many of the n perturbations to evaluate at once; ``None``
       (default) all n, vectorised with ``jax.vmap`` (n perturbed copies of the weights and
-      their activations alive together). On CPU, XLA turns a convolution vectorised over n
-      weight tensors into a grouped convolution that runs many times slower than n plain
-      ones, so use ``1`` for convolutional networks there (on GPU and TPU ``None`` is
-      usually fastest, memory permitting). Must divide n; the draws are the same for every
-      value.
+      their activations alive together); smaller groups run one after another with running
+      sums, so memory stays that of one group. The CPU trap: XLA turns a convolution
+      vectorised over n weight tensors into a grouped convolution that runs many times
+      slower than n plain ones, so use ``1`` for convolutional networks on CPU. Elsewhere,
+      measure. Must divide n; the draws are the same for every value.
 
   Returns:
     ``f(model, optimizer, *args, **kwargs) -> (loss, grads)`` (or ``((loss, aux), grads)``),
