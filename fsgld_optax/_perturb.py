@@ -411,6 +411,13 @@ def perturbed_value_and_grad(
 
     if n == 1:
       (value, aux), grads = value_and_grad_at(0, np.float32(1.0), *args)
+      hows = _reductions(aux, aux_reduction, split_batch, n)
+      aux = jax.tree.map(
+        lambda how, a: jax.tree.map(lambda x: x[None] if how == "stack" else x, a),
+        hows,
+        aux,
+        is_leaf=lambda x: isinstance(x, str),
+      )
     else:
       at = lambda g: [None if a is None else jax.tree.map(lambda x: x[g], a) for a in grouped]
       out_0 = group(0, at(0))

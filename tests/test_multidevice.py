@@ -259,6 +259,101 @@ def test_sharded_draws_are_bitwise_the_single_device_draws():
 
 
 # ---------------------------------------------------------------------------------------------
+# 1b. Meshes with explicit and auto axes (jax.make_mesh(..., axis_types=...), jax.set_mesh).
+# ---------------------------------------------------------------------------------------------
+
+# (n_perturbations, perturbation_batch_size, antithetic, perturbation_scale)
+MESH_CASES = [
+  (1, None, False, "isotropic"),
+  (2, 1, True, "isotropic"),
+  (4, None, False, "filter"),
+  (8, 2, False, "element"),
+  (16, 4, True, "filter"),
+]
+# Auto axes with vectorised perturbations are the cases of section 1; here, the groups.
+MESH_KINDS = [("Explicit", case) for case in MESH_CASES] + [
+  ("Auto", case) for case in MESH_CASES if case[1] is not None and case[0] > 2
+]
+MESH_BATCH = 128  # 8 examples per slice at n = 16: every slice still spreads over 8 devices
+
+
+def gathered_loss(params: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+  """``mlp_loss`` with FSDP's all-gather of the weights written out, as explicit axes need.
+
+  (With explicit axes a product of two operands sharded along the same mesh axis is a type
+  error, so a model under FSDP gathers its weights itself; on one device this is a no-op.)
+  """
+  sharded = lambda w: any(s is not None for s in jax.typeof(w).sharding.spec)
+  params = jax.tree.map(lambda w: jax.sharding.reshard(w, P()) if sharded(w) else w, params)
+  return mlp_loss(params, x, y)
+
+
+def mesh_case_fn(case: tuple) -> Callable[..., Any]:
+  n, group, antithetic, scale = case
+  # aux: the perturbed weights θ + σε that each perturbation saw, stacked.
+  return jax.jit(
+    fsgld_optax.perturbed_value_and_grad(
+      lambda p, x, y: (gathered_loss(p, x, y), p),
+      n_perturbations=n,
+      has_aux=True,
+      split_batch=n > 1,
+      antithetic=antithetic,
+      perturbation_batch_size=group,
+      perturbation_scale=scale,
+      aux_reduction="stack",
+    )
+  )
+
+
+@functools.cache
+def mesh_case_reference(case: tuple) -> Any:
+  device = jax.devices()[0]
+  params = jax.device_put(mlp_params(), device)
+  state = fsgld_optax.rwp(0.05, key=3).init(params)
+  return mesh_case_fn(case)(params, state, *jax.device_put(mlp_batch(MESH_BATCH), device))
+
+
+@pytest.mark.parametrize(
+  ("axis_type", "case"), MESH_KINDS, ids=[f"{k}-{'-'.join(map(str, c))}" for k, c in MESH_KINDS]
+)
+def test_explicit_and_auto_meshes_equal_single_device(axis_type: str, case: tuple):
+  """``split_batch``, groups, antithetic pairs and weight-dependent scales on both mesh kinds.
+
+  Parameters under FSDP: w1's kernel is sharded along its last (filter) axis, w2's and w3's
+  along their input axis, so each of their filters is split across devices and
+  ``perturbation_scale="filter"`` must take the norm over all of them.
+  """
+  axis_types = (getattr(jax.sharding.AxisType, axis_type),)
+  mesh = jax.make_mesh((NUM_DEVICES,), (AXIS,), axis_types=axis_types)
+  with jax.set_mesh(mesh):
+    params = mlp_params()
+    params = jax.device_put(params, param_shardings(mesh, params, "fsdp"))
+    state = jax.jit(fsgld_optax.rwp(0.05, key=3).init)(params)
+    batch = jax.device_put(mlp_batch(MESH_BATCH), NamedSharding(mesh, P(AXIS)))
+    (value, perturbed), grads = mesh_case_fn(case)(params, state, *batch)
+  (value_1, perturbed_1), grads_1 = mesh_case_reference(case)
+  if case[3] == "isotropic":
+    # The draws are computed shard by shard: θ + σε is bitwise the 1-device one.
+    for name in perturbed:
+      np.testing.assert_array_equal(perturbed[name], perturbed_1[name], err_msg=name)
+  else:
+    # The scale's norm over a filter split across devices is summed in another order.
+    for name in perturbed:
+      np.testing.assert_allclose(
+        perturbed[name], perturbed_1[name], rtol=1e-6, atol=1e-7, err_msg=name
+      )
+  # Batch means are split across devices: float32 rounding of the reductions only.
+  np.testing.assert_allclose(value, value_1, rtol=1e-6)
+  for name in grads:
+    np.testing.assert_allclose(grads[name], grads_1[name], rtol=1e-5, atol=1e-7, err_msg=name)
+  assert perturbed["w2"].shape == (case[0], *params["w2"].shape)
+  # The n perturbations differ from each other and from θ (the comparisons above can fail).
+  assert not np.allclose(perturbed["w2"][0], params["w2"], atol=1e-3)
+  if case[0] > 1:
+    assert not np.allclose(perturbed["w2"][0], perturbed["w2"][-1], atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
 # 2. shard_map and pmap with axis_name.
 # ---------------------------------------------------------------------------------------------
 
