@@ -545,6 +545,35 @@ def test_mapped_perturbations_follow_the_contract(mapper: str, per_device: bool)
     assert not np.allclose(expected_grads["w"][0], expected_grads["w"][1], rtol=1e-3)
 
 
+@pytest.mark.parametrize("scale", ["filter", "element"])
+def test_shard_map_weight_dependent_scales_equal_single_device(scale: str):
+  """Data parallel (replicated parameters) under shard_map: every device computes the same
+  filter-wise or element-wise scale from its copy of θ, so the pmean'd loss and gradient
+  equal the single-device ones on the global batch."""
+  params = mlp_params()
+  state = fsgld_optax.rwp(0.05, key=5).init(params)
+  x, y = mlp_batch()
+  options = dict(n_perturbations=2, antithetic=True, perturbation_scale=scale)
+  grad_fn = fsgld_optax.perturbed_value_and_grad(mlp_loss, axis_name=AXIS, **options)
+  mapped = jax.shard_map(
+    grad_fn, mesh=make_mesh(), in_specs=(P(), P(), P(AXIS), P(AXIS)), out_specs=(P(), P())
+  )
+  value, grads = jax.jit(mapped)(params, state, x, y)
+  value_1, grads_1 = jax.jit(fsgld_optax.perturbed_value_and_grad(mlp_loss, **options))(
+    params, state, x, y
+  )
+  # A mean of 8 device means against one mean over the batch: float32 rounding.
+  np.testing.assert_allclose(value, value_1, rtol=1e-6)
+  for name in params:
+    np.testing.assert_allclose(grads[name], grads_1[name], rtol=1e-5, atol=1e-7, err_msg=name)
+  # The scale matters: the isotropic gradient at the same σ differs.
+  isotropic = dict(options, perturbation_scale="isotropic")
+  _, grads_iso = jax.jit(fsgld_optax.perturbed_value_and_grad(mlp_loss, **isotropic))(
+    params, state, x, y
+  )
+  assert not np.allclose(grads_1["w1"], grads_iso["w1"], rtol=1e-3)
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. No collectives beyond SGD's.
 # ---------------------------------------------------------------------------------------------
