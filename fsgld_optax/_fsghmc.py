@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -131,7 +133,10 @@ def fsghmc(
   _validation.check_fraction("momentum", momentum)
   # 1 − m in the default float dtype, as optax.inject_hyperparams computes it from its array
   # of m: a plain and an injected optimizer then give the same bits.
-  friction = 1.0 - jnp.asarray(momentum, jnp.result_type(float))
+  # (A float when m is concrete; under inject_hyperparams m, and so 1 − m, is traced.)
+  friction_array = 1.0 - jnp.asarray(momentum, jnp.result_type(float))
+  concrete_friction = _validation.concrete(friction_array)
+  friction = cast(float, friction_array) if concrete_friction is None else concrete_friction
   return family(
     "fsghmc",
     optax.scale_by_learning_rate(learning_rate),

@@ -411,3 +411,27 @@ def test_orbax_checkpoint_resumes_bitwise(member, tmp_path: pathlib.Path):
     resumed = step(*resumed)
   assert_trees_equal(resumed, ref)
   assert int(fsgld_optax.find_fsgld_state(resumed[1]).count) == 6
+
+
+def test_second_moment_is_kept_in_float32_for_bfloat16_parameters():
+  """In bfloat16 ρ = 0.999 rounds to 1: a V kept there would grow without bound."""
+  tx = fsgld_optax.scale_by_rms_langevin(0.01, INF, decay=0.999, initial_scale=0.0, key=0)
+  grads = {"w": jnp.full((3,), 2.0)}
+
+  @jax.jit
+  def run(g, state):
+    state = jax.lax.fori_loop(0, 1999, lambda _, s: tx.update(g, s)[1], state)
+    return tx.update(g, state)
+
+  runs = {}
+  for dtype in (jnp.bfloat16, jnp.float32):
+    g = jax.tree.map(lambda x, dtype=dtype: x.astype(dtype), grads)
+    runs[dtype] = run(g, tx.init({"w": jnp.zeros((3,), dtype)}))
+  bf16_updates, bf16_state = runs[jnp.bfloat16]
+  f32_updates, f32_state = runs[jnp.float32]
+  assert bf16_state.nu["w"].dtype == jnp.float32
+  # V_k = 4 (1 − ρ^k) = 3.459 after 2000 steps (ρ = 1 in bfloat16 would give 8).
+  np.testing.assert_allclose(bf16_state.nu["w"], 4 * (1 - 0.999**2000), rtol=1e-4)
+  np.testing.assert_array_equal(bf16_state.nu["w"], f32_state.nu["w"])
+  assert bf16_updates["w"].dtype == jnp.bfloat16
+  np.testing.assert_array_equal(bf16_updates["w"], f32_updates["w"].astype(jnp.bfloat16))
