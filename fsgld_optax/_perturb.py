@@ -203,6 +203,18 @@ def perturbed_value_and_grad(
   Langevin noise of the same step. The n perturbations are evaluated with ``jax.vmap``,
   all at once or ``perturbation_batch_size`` at a time.
 
+  Devices. Under ``jit`` it works alike on meshes with ``Auto`` axes (the default) and with
+  ``Explicit`` axes (``jax.make_mesh(..., axis_types=(jax.sharding.AxisType.Explicit,))``
+  and ``jax.set_mesh``), with parameters replicated or sharded (FSDP), for any n, with
+  ``split_batch``, ``antithetic``, ``perturbation_batch_size`` and every
+  ``perturbation_scale``: the result equals the 1-device one, the draws bitwise, the batch
+  means up to the float rounding of reductions split across devices. With explicit axes and
+  ``split_batch``, each slice keeps the batch's sharding along its own batch axis when the
+  mesh axes divide the slice (every perturbation then spreads over all the devices, which
+  costs moving the batch between devices once), and is replicated otherwise; ``fun`` must
+  itself be valid under explicit sharding (under FSDP it gathers the weights, e.g. with
+  ``jax.sharding.reshard``). Inside ``shard_map`` or ``pmap``, pass ``axis_name``.
+
   Args:
     fun: the loss, ``fun(params, *args, **kwargs) -> value`` (or ``(value, aux)`` with
       ``has_aux``); ``value`` is a scalar. Integer and boolean leaves of ``params`` are

@@ -553,7 +553,7 @@ def test_shard_map_weight_dependent_scales_equal_single_device(scale: str):
   params = mlp_params()
   state = fsgld_optax.rwp(0.05, key=5).init(params)
   x, y = mlp_batch()
-  options = dict(n_perturbations=2, antithetic=True, perturbation_scale=scale)
+  options: dict[str, Any] = dict(n_perturbations=2, antithetic=True, perturbation_scale=scale)
   grad_fn = fsgld_optax.perturbed_value_and_grad(mlp_loss, axis_name=AXIS, **options)
   mapped = jax.shard_map(
     grad_fn, mesh=make_mesh(), in_specs=(P(), P(), P(AXIS), P(AXIS)), out_specs=(P(), P())
@@ -567,7 +567,7 @@ def test_shard_map_weight_dependent_scales_equal_single_device(scale: str):
   for name in params:
     np.testing.assert_allclose(grads[name], grads_1[name], rtol=1e-5, atol=1e-7, err_msg=name)
   # The scale matters: the isotropic gradient at the same σ differs.
-  isotropic = dict(options, perturbation_scale="isotropic")
+  isotropic: dict[str, Any] = dict(options, perturbation_scale="isotropic")
   _, grads_iso = jax.jit(fsgld_optax.perturbed_value_and_grad(mlp_loss, **isotropic))(
     params, state, x, y
   )

@@ -1,5 +1,7 @@
 """The perturbed-gradient wrapper: exact means, batch splitting, antithetic pairs, aux, nesting."""
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -239,7 +241,7 @@ def test_groups_agree_with_all_at_once(group, antithetic):
     return jnp.mean((out - y) ** 2), aux
 
   reductions = {"stat": "mean", "per_example": "concat", "theta": "stack", "n": "mean"}
-  kwargs = dict(
+  kwargs: dict[str, Any] = dict(
     n_perturbations=n,
     has_aux=True,
     split_batch=True,
@@ -266,3 +268,14 @@ def test_groups_agree_with_all_at_once(group, antithetic):
   for i, e in enumerate(eps):
     expected = jax.tree.map(lambda p, d: p + SIGMA * d, params, e)
     assert_close({k: t[i] for k, t in aux["theta"].items()}, expected)
+
+
+def test_stack_has_a_leading_axis_of_length_n_also_for_n_1():
+  params, batch = make_params(), make_batch()
+  state = fsgld_state(params)
+  grad_fn = fsgld_optax.perturbed_value_and_grad(
+    lambda p, x, y: (loss_fn(p, x, y), p), has_aux=True, aux_reduction="stack"
+  )
+  (_, perturbed), _ = grad_fn(params, state, *batch)
+  (e,) = draws(state, params, 1)
+  assert_close(perturbed, jax.tree.map(lambda p, d: (p + SIGMA * d)[None], params, e))
