@@ -31,6 +31,15 @@ def loss_fn(params: dict[str, jax.Array]) -> jax.Array:
   return jnp.sum(jnp.tanh(params["w"] - 0.2) ** 2) + jnp.sum(jnp.log(jnp.cosh(params["b"] - 0.5)))
 
 
+full_grad = jax.jit(jax.grad(loss_fn))
+# ξ_k as the library draws it, from ``langevin_key(key, k)``.
+langevin_draw = jax.jit(
+  lambda key, k, like: _randomness.standard_noise_like(
+    _randomness.langevin_key(key, k), like, "gaussian"
+  )
+)
+
+
 def trajectory(tx: optax.GradientTransformation, steps: int) -> tuple[list, list]:
   """Parameters and updates along ``steps`` full-batch steps at the unperturbed gradient."""
 
@@ -120,9 +129,7 @@ def numpy_velocity_form(
   updates = []
   for k, g in enumerate(grads):
     lr = float(LR_SCHEDULE(k))
-    xi = _randomness.standard_noise_like(
-      _randomness.langevin_key(key, jnp.int32(k)), params, "gaussian"
-    )
+    xi = langevin_draw(key, jnp.int32(k), params)
     for name in theta:
       velocity[name] = (
         momentum * velocity[name]
@@ -138,7 +145,7 @@ def test_learning_rate_schedule_acts_on_the_new_gradient_only():
   momentum, beta, weight_decay, key = 0.9, 1e4, 1e-2, jax.random.key(11)
   tx = fsgld_optax.sghmc(LR_SCHEDULE, beta, momentum=momentum, weight_decay=weight_decay, key=key)
   params, updates = trajectory(tx, 30)
-  grads = [jax.grad(loss_fn)(p) for p in params[:-1]]
+  grads = [full_grad(p) for p in params[:-1]]
   expected = numpy_velocity_form(
     params[0], grads, momentum=momentum, beta=beta, weight_decay=weight_decay, key=key
   )

@@ -42,6 +42,15 @@ def loss_fn(params: dict[str, jax.Array]) -> jax.Array:
   return jnp.sum(jnp.tanh(params["w"] - 0.2) ** 2) + jnp.sum(jnp.log(jnp.cosh(params["b"] - 0.5)))
 
 
+full_grad = jax.jit(jax.grad(loss_fn))
+# ξ_k as the library draws it, from ``langevin_key(key, k)``.
+langevin_draw = jax.jit(
+  lambda key, k, like: _randomness.standard_noise_like(
+    _randomness.langevin_key(key, k), like, "gaussian"
+  )
+)
+
+
 def trajectory(tx: optax.GradientTransformation, steps: int) -> tuple[list, list]:
   """Parameters and updates along ``steps`` full-batch steps at the unperturbed gradient."""
 
@@ -112,10 +121,8 @@ def test_langevin_step_matches_numpy_reference():
   params, updates = trajectory(tx, 20)
   nu = {k: np.full(v.shape, initial_scale) for k, v in params[0].items()}
   for k in range(20):
-    grads = jax.grad(loss_fn)(params[k])
-    xi = _randomness.standard_noise_like(
-      _randomness.langevin_key(key, jnp.int32(k)), params[0], "gaussian"
-    )
+    grads = full_grad(params[k])
+    xi = langevin_draw(key, jnp.int32(k), params[0])
     lr_k = float(schedule(k))
     for name in nu:
       u = np.asarray(grads[name], np.float64) + weight_decay * np.asarray(
