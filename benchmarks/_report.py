@@ -653,9 +653,12 @@ def main(argv: Sequence[str] | None, benchmark: ModuleType) -> dict[str, Any]:
   parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
   args = parser.parse_args(argv)
   if args.check:
-    passed, report = run_check(
-      benchmark, args.out / f"{name}.json", quick=args.quick, progress=not args.no_progress
-    )
+    try:
+      passed, report = run_check(
+        benchmark, args.out / f"{name}.json", quick=args.quick, progress=not args.no_progress
+      )
+    except (FileNotFoundError, KeyError, ValueError) as e:
+      raise SystemExit(f"cannot check {args.out / f'{name}.json'}: {e!r}") from e
     print(report)
     if not passed:
       raise SystemExit(1)
