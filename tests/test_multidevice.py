@@ -665,7 +665,15 @@ def test_data_parallel_example_runs(tmp_path: pathlib.Path):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={NUM_DEVICES}")
   env["JAX_PLATFORMS"] = "cpu"
   result = subprocess.run(
-    [sys.executable, str(root / "examples" / "data_parallel.py"), "--steps", "5"],
+    # Explicit axes: the auto-axis mesh of the default run is the one section 1 tests.
+    [
+      sys.executable,
+      str(root / "examples" / "data_parallel.py"),
+      "--steps",
+      "5",
+      "--mesh",
+      "explicit",
+    ],
     cwd=tmp_path,
     env=env,
     capture_output=True,
@@ -673,5 +681,6 @@ def test_data_parallel_example_runs(tmp_path: pathlib.Path):
     timeout=180,
   )
   assert result.returncode == 0, result.stdout + result.stderr
+  assert "explicit mesh" in result.stdout
   assert "jit + NamedSharding" in result.stdout and "shard_map" in result.stdout
   assert "replicas identical: True" in result.stdout
