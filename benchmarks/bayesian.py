@@ -140,7 +140,7 @@ class Config:
   weight_decay: float = 5e-4
   momentum: float = 0.9
   sgd_lr_grid: tuple[float, ...] = (0.02, 0.05, 0.1)
-  sampler_lr_grid: tuple[float, ...] = (0.2, 0.5, 1.0)
+  sampler_lr_grid: tuple[float, ...] = (0.5, 1.0, 2.0)
   temperature_grid: tuple[float, ...] = (1.0, 0.1, 0.01)
   sigma_grid: tuple[float, ...] = (0.002, 0.005, 0.01)
   seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
