@@ -562,11 +562,7 @@ def test_bad_keys_are_rejected_naming_key(factory: str, key: Any) -> None:
     ("fsghmc", "langevin_noise"),
     ("preconditioned_fsgld", "langevin_noise"),
     ("add_langevin_noise", "distribution"),
-    pytest.param(
-      "scale_by_rms_langevin",
-      "distribution",
-      marks=pytest.mark.xfail(strict=True, reason="the error names langevin_noise"),
-    ),
+    ("scale_by_rms_langevin", "distribution"),
   ],
 )
 @pytest.mark.parametrize("value", ["cauchy", None, 1])
@@ -694,17 +690,7 @@ def test_sample_accepts_numpy_integer_counts() -> None:
   np.testing.assert_array_equal(got, want)
 
 
-# scale_by_rms_langevin used alone (outside the family, whose source checks first).
-_BUILDING_BLOCK_UNCHECKED = pytest.mark.xfail(
-  strict=True, reason="scale_by_rms_langevin does not check its leaves yet"
-)
-
-
-@pytest.mark.parametrize(
-  "member",
-  [m for m in _MEMBERS if m != "scale_by_rms_langevin"]
-  + [pytest.param("scale_by_rms_langevin", marks=_BUILDING_BLOCK_UNCHECKED)],
-)
+@pytest.mark.parametrize("member", list(_MEMBERS))
 def test_a_gradient_leaf_of_another_shape_is_an_error_naming_the_leaf(member: str) -> None:
   """Validation: a gradient of shape (1, 2) for a (3, 2) parameter is no silent broadcast.
 
@@ -720,11 +706,7 @@ def test_a_gradient_leaf_of_another_shape_is_an_error_naming_the_leaf(member: st
 # --- 6. Complex parameters are rejected. ---------------------------------------------------
 
 
-@pytest.mark.parametrize(
-  "member",
-  [m for m in _MEMBERS if m != "scale_by_rms_langevin"]
-  + ["masked_fsgld", pytest.param("scale_by_rms_langevin", marks=_BUILDING_BLOCK_UNCHECKED)],
-)
+@pytest.mark.parametrize("member", [*_MEMBERS, "masked_fsgld"])
 def test_complex_parameters_are_rejected_at_init_naming_the_leaf(member: str) -> None:
   """Complex parameters: rejected at ``init`` with an error naming the leaf.
 
