@@ -78,9 +78,16 @@ def _canonical_key(key: int | jax.Array, name: str) -> jax.Array:
   if isinstance(key, bool | np.bool_):
     raise TypeError(f"{name} must be an int seed or a jax.random.key, got {key!r}.")
   if isinstance(key, int | np.integer):
-    if not -(2**63) <= int(key) < 2**63:
-      raise ValueError(f"{name} must be an int seed in [-2**63, 2**63), got {key}.")
-    return jax.random.key(int(key))
+    seed = int(key)
+    if not -(2**63) <= seed < 2**63:
+      raise ValueError(f"{name} must be an int seed in [-2**63, 2**63), got {seed}.")
+    if 0 <= seed < 2**32:
+      return jax.random.key(seed)
+    # jax.random.key keeps only the low 32 bits of a seed unless jax_enable_x64 is on, so
+    # 2**32 and 0 (or -1 and 2**32 - 1) would give the same chain. Seeds outside [0, 2**32)
+    # fold their high word into the key of their low word instead, the same in both modes.
+    unsigned = seed % 2**64
+    return jax.random.fold_in(jax.random.key(unsigned & 0xFFFFFFFF), unsigned >> 32)
   if not isinstance(key, jax.Array | np.ndarray):
     raise TypeError(f"{name} must be an int seed or a jax.random.key, got {type(key).__name__}.")
   if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):

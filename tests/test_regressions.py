@@ -1028,3 +1028,26 @@ def test_flax_serialization_refuses_a_key_of_another_implementation() -> None:
   target = fsgld_optax.sgld(0.1, 1e4, key=jax.random.key(0)).init(params)
   with pytest.raises(ValueError, match="rbg"):
     serialization.from_bytes(target, serialization.to_bytes(saved))
+
+
+def test_int_seeds_beyond_32_bits_give_their_own_chains() -> None:
+  """Without x64, ``jax.random.key`` keeps the low 32 bits of a seed: 2**32 was seed 0."""
+  seeds = [0, 1, 2**32 - 1, 2**32, 2**32 + 1, -1, -(2**63), 2**63 - 1]
+  data = {
+    tuple(
+      np.asarray(
+        jax.random.key_data(
+          fsgld_optax.find_fsgld_state(
+            fsgld_optax.fsgld(0.1, 1e4, key=s).init(jnp.zeros(2))
+          ).rng_key
+        )
+      ).tolist()
+    )
+    for s in seeds
+  }
+  assert len(data) == len(seeds)
+  # Seeds in [0, 2**32) keep jax.random.key's keys, so existing runs are unchanged.
+  state = fsgld_optax.find_fsgld_state(fsgld_optax.fsgld(0.1, 1e4, key=7).init(jnp.zeros(2)))
+  np.testing.assert_array_equal(
+    jax.random.key_data(state.rng_key), jax.random.key_data(jax.random.key(7))
+  )
