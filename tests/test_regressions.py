@@ -257,12 +257,7 @@ def test_masked_perturbations_equal_the_unmasked_ones_on_the_seen_leaves() -> No
   [
     {"a": _MASK_PARAMS["a"], "b": _MASK_PARAMS["b"]},  # A leaf missing.
     {**_MASK_PARAMS, "d": jnp.zeros(2)},  # A leaf too many.
-    pytest.param(
-      {**_MASK_PARAMS, "b": {"u": jnp.zeros(4), "v": jnp.zeros(1)}},  # A leaf become a subtree.
-      marks=pytest.mark.xfail(
-        strict=True, reason="a subtree where the state has a leaf is matched as a prefix"
-      ),
-    ),
+    {**_MASK_PARAMS, "b": {"u": jnp.zeros(4), "v": jnp.zeros(1)}},  # A leaf become a subtree.
     [_MASK_PARAMS["a"], _MASK_PARAMS["b"], _MASK_PARAMS["c"]],  # Another container.
   ],
   ids=["missing", "extra", "deeper", "container"],
@@ -950,10 +945,7 @@ def test_flax_serialization_works_when_flax_is_imported_after_the_optimizer() ->
   assert result.stdout.strip() == "key<fry>"
 
 
-# The wrapper's options. Those marked are accepted today and fail only when called, or
-# silently: they wait for the wrapper to call _validation.check_bool, check_axis_name and
-# check_argnums on its options.
-_UNCHECKED = pytest.mark.xfail(strict=True, reason="option not yet checked at construction")
+# The wrapper's options (v0.1 accepted the flags, axis_name and batch_argnums of any type).
 _BAD_WRAPPER_OPTIONS = [
   ("n_perturbations", True, None),
   ("n_perturbations", 0, None),
@@ -970,19 +962,19 @@ _BAD_WRAPPER_OPTIONS = [
   ("perturbation_scale", None, None),
   ("aux_reduction", "sum", None),
   ("aux_reduction", {"a": "bad"}, None),
-  ("has_aux", "yes", _UNCHECKED),
-  ("has_aux", None, _UNCHECKED),
-  ("split_batch", 1, _UNCHECKED),
-  ("split_batch", "yes", _UNCHECKED),
-  ("antithetic", None, _UNCHECKED),
-  ("per_device_perturbations", "yes", _UNCHECKED),
-  ("axis_name", 1, _UNCHECKED),
-  ("axis_name", ["i"], _UNCHECKED),
-  ("axis_name", True, _UNCHECKED),
-  ("batch_argnums", "0", _UNCHECKED),
-  ("batch_argnums", 1.5, _UNCHECKED),
-  ("batch_argnums", True, _UNCHECKED),
-  ("batch_argnums", [0, "a"], _UNCHECKED),
+  ("has_aux", "yes", None),
+  ("has_aux", None, None),
+  ("split_batch", 1, None),
+  ("split_batch", "yes", None),
+  ("antithetic", None, None),
+  ("per_device_perturbations", "yes", None),
+  ("axis_name", 1, None),
+  ("axis_name", ["i"], None),
+  ("axis_name", True, None),
+  ("batch_argnums", "0", None),
+  ("batch_argnums", 1.5, None),
+  ("batch_argnums", True, None),
+  ("batch_argnums", [0, "a"], None),
 ]
 
 
