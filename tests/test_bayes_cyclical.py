@@ -124,7 +124,7 @@ def test_phase_switch_is_exact(name: str) -> None:
   schedule = bayes.cyclical_schedule(0.05, 24, 2, beta=BETA, exploration_fraction=0.5)
   scheduled = make(schedule.learning_rate, schedule.beta)
   noiseless = make(schedule.learning_rate, math.inf)
-  grad_fn = fsgld_optax.perturbed_value_and_grad(_loss)
+  grad_fn = jax.jit(fsgld_optax.perturbed_value_and_grad(_loss))
   traces = []
 
   def update(tx):

@@ -50,8 +50,7 @@ def brier_reference(probs: np.ndarray, labels: np.ndarray) -> float:
 # ------------------------------------------------------------------------------ ECE
 
 
-@pytest.mark.parametrize("num_bins", [1, 2, 10, 15, 40])
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize(("seed", "num_bins"), [(0, 1), (0, 15), (1, 2), (1, 40)])
 def test_ece_matches_the_reference(seed: int, num_bins: int) -> None:
   probs, labels = random_problem(seed)
   expected = ece_reference(probs, labels, num_bins)

@@ -1,14 +1,16 @@
 """Predictive metrics in JAX: calibration (ECE), NLL, Brier score, OOD AUROC and AUPR.
 
 Every metric is a pure function of arrays and works under ``jax.jit`` (also with
-``num_bins`` traced). Arguments are checked where they are concrete (outside ``jit``):
-shapes, label range, probabilities in [0, 1] summing to 1 (logits passed by mistake are the
-usual silent error), ``num_bins``; each error names the argument. Under ``jit`` a label out
-of range makes the metric NaN instead.
+``num_bins`` traced); called outside ``jit`` it checks its arguments, then runs one compiled
+function (one compilation per shape). The checks run where the arguments are concrete
+(outside ``jit``): shapes, label range, probabilities in [0, 1] summing to 1 (logits passed
+by mistake are the usual silent error), ``num_bins``; each error names the argument. Under
+``jit`` a label out of range makes the metric NaN instead.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -174,6 +176,11 @@ def ece(
   """
   probs, labels = _prepare(probs, labels, "ece")
   _check_num_bins(num_bins, "ece")
+  return _ece(probs, labels, num_bins)
+
+
+@jax.jit
+def _ece(probs: jax.Array, labels: jax.Array, num_bins: Any) -> jax.Array:
   confidence = jnp.max(probs, axis=-1)
   correct = (jnp.argmax(probs, axis=-1) == labels).astype(probs.dtype)
   bins = _bin_index(confidence, num_bins)
@@ -219,6 +226,11 @@ def nll(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> jax.Array:
     0.4202
   """
   probs, labels = _prepare(probs, labels, "nll")
+  return _nll(probs, labels)
+
+
+@jax.jit
+def _nll(probs: jax.Array, labels: jax.Array) -> jax.Array:
   safe = jnp.clip(labels, 0, probs.shape[1] - 1)
   p_true = jnp.take_along_axis(probs, safe[:, None], axis=-1)[:, 0]
   return _nan_if_bad_labels(-jnp.mean(jnp.log(p_true)), labels, probs.shape[1])
@@ -257,6 +269,11 @@ def brier(probs: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> jax.Arra
     Review, 1950.
   """
   probs, labels = _prepare(probs, labels, "brier")
+  return _brier(probs, labels)
+
+
+@jax.jit
+def _brier(probs: jax.Array, labels: jax.Array) -> jax.Array:
   onehot = jax.nn.one_hot(labels, probs.shape[1], dtype=probs.dtype)
   score = jnp.mean(jnp.sum(jnp.square(probs - onehot), axis=-1))
   return _nan_if_bad_labels(score, labels, probs.shape[1])
@@ -283,6 +300,11 @@ def predictive_entropy(probs: jax.typing.ArrayLike) -> jax.Array:
   """
   probs = jnp.asarray(probs)
   _check_probs("probs", probs, "predictive_entropy")
+  return _entropy(probs)
+
+
+@jax.jit
+def _entropy(probs: jax.Array) -> jax.Array:
   return -jnp.sum(jax.scipy.special.xlogy(probs, probs), axis=-1)
 
 
@@ -340,7 +362,11 @@ def ood_auroc(scores_in: jax.typing.ArrayLike, scores_out: jax.typing.ArrayLike)
   """
   s_in = _check_scores("scores_in", scores_in, "ood_auroc")
   s_out = _check_scores("scores_out", scores_out, "ood_auroc")
-  s_in, s_out = _common_float(s_in, s_out)
+  return _auroc(*_common_float(s_in, s_out))
+
+
+@jax.jit
+def _auroc(s_in: jax.Array, s_out: jax.Array) -> jax.Array:
   sorted_in = jnp.sort(s_in)
   below = jnp.searchsorted(sorted_in, s_out, side="left")
   ties = jnp.searchsorted(sorted_in, s_out, side="right") - below
@@ -391,7 +417,11 @@ def ood_aupr(
     raise ValueError(f"ood_aupr: positive must be 'out' or 'in', got {positive!r}.")
   s_in = _check_scores("scores_in", scores_in, "ood_aupr")
   s_out = _check_scores("scores_out", scores_out, "ood_aupr")
-  s_in, s_out = _common_float(s_in, s_out)
+  return _aupr(*_common_float(s_in, s_out), positive=positive)
+
+
+@functools.partial(jax.jit, static_argnames="positive")
+def _aupr(s_in: jax.Array, s_out: jax.Array, positive: str) -> jax.Array:
   pos, neg = (s_out, s_in) if positive == "out" else (-s_in, -s_out)
   sorted_pos, sorted_all = jnp.sort(pos), jnp.sort(jnp.concatenate([pos, neg]))
   true_at_least = pos.shape[0] - jnp.searchsorted(sorted_pos, pos, side="left")
@@ -446,6 +476,11 @@ def calibration_bins(
   probs, labels = _prepare(probs, labels, "calibration_bins")
   if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
     raise ValueError(f"calibration_bins: num_bins must be a Python int >= 1, got {num_bins!r}.")
+  return _calibration_bins(probs, labels, num_bins)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _calibration_bins(probs: jax.Array, labels: jax.Array, num_bins: int) -> CalibrationBins:
   confidence = jnp.max(probs, axis=-1)
   correct = (jnp.argmax(probs, axis=-1) == labels).astype(probs.dtype)
   bins = _bin_index(confidence, num_bins)
