@@ -474,13 +474,15 @@ def perturbed_value_and_grad(
         # those early), keeps them in sequence: the next group's signs add a zero computed
         # from every running sum, so one group's weights, activations and gradients are
         # alive at a time.
-        probe = [jnp.ravel(x)[0].astype(jnp.float32) for x in sums if _is_float(x)]
+        probe = [
+          jnp.ravel(x)[0].astype(jnp.float32) for x in sums if x is not None and _is_float(x)
+        ]
         after = jnp.float32(0.0) * jnp.where(jnp.isfinite(sum(probe)), sum(probe), 0.0)
         after = jax.lax.stop_gradient(after)
         out = reduce(jax.tree.leaves(group(g, at(g), after)))
         sums = [None if a is None else _merge(a, x) for a, x in zip(sums, out, strict=True)]
         kept = [
-          k if h == "mean" else jnp.concatenate([k, x[None]])
+          k if k is None else jnp.concatenate([k, x[None]])
           for k, x, h in zip(kept, out, how_leaves, strict=True)
         ]
       # "concat" and "stack" leaves: (group, member, ...) or (group, member x example, ...).
