@@ -91,7 +91,8 @@ def _seen_leaves(perturbed: Any, params: Any) -> Any:
   is_masked = lambda x: isinstance(x, optax.MaskedNode)
 
   def seen(marker: Any, sub: Any) -> Any:
-    if not is_masked(marker) and jax.tree.structure(sub).num_nodes > 1:
+    # One leaf under a node is the same parameter (an nnx.Variable around its value).
+    if not is_masked(marker) and len(jax.tree.leaves(sub)) > 1:
       raise ValueError(f"a subtree {jax.tree.structure(sub)} where the state has a leaf")
     return jax.tree.map(lambda _: not is_masked(marker), sub)
 
@@ -160,10 +161,6 @@ def _reduce_group(x: Any, how: str) -> Any:
       )
     return x.reshape((-1, *x.shape[2:]))
   return x
-
-
-def _is_float(x: Any) -> bool:
-  return x is not None and _randomness.is_inexact(x) and np.size(x) > 0
 
 
 def _merge(acc: Any, x: Any) -> Any:
@@ -391,9 +388,11 @@ def perturbed_value_and_grad(
       scale = _scale(p, sigma, perturbation_scale)
       return _randomness.materialize((p + scale * e).astype(p.dtype))
 
-    def value_and_grad_at(index: int | jax.Array, sign: Any, *args: Any) -> Any:
+    def value_and_grad_at(index: int | jax.Array, sign: Any, after: Any, *args: Any) -> Any:
       noise = _randomness.standard_noise_like(keys[index], params, perturbation)
       noise = jax.tree.map(lambda e: sign * e if _randomness.is_inexact(e) else e, noise)
+      if after is not None:  # Zeros that make these draws wait for the previous groups.
+        noise = jax.tree.map(lambda e, z: e + z if _randomness.is_inexact(e) else e, noise, after)
       return value_and_grad(jax.tree.map(perturb, params, noise, seen), *args, **kwargs)
 
     num_groups = n // size
@@ -416,14 +415,15 @@ def perturbed_value_and_grad(
       for i, a in enumerate(args)
     ]
 
-    def group(index: Any, group_args: list[Any], after: Any = 0.0) -> list[Any]:
+    def group(index: Any, group_args: list[Any], after: Any = None) -> list[Any]:
       """Flat outputs of perturbations ``index * size + j``, stacked along a leading ``j`` axis.
 
-      ``after`` is a zero that depends on the previous groups' sums: adding it to the signs
-      makes this group's draws wait for them, so groups run one after another.
+      ``after``: zeros like the parameters that depend on the previous groups' gradient sums;
+      added to this group's draws, they make it wait for them, so groups run one after
+      another.
       """
       indices = index * size + np.arange(size)
-      signs = jnp.where(indices < num_keys, 1.0, -1.0).astype(jnp.float32) + after
+      signs = jnp.where(indices < num_keys, 1.0, -1.0).astype(jnp.float32)
       key_index = indices % num_keys
       full = [a if g is None else g for a, g in zip(args, group_args, strict=True)]
       if size == 1:
@@ -431,18 +431,18 @@ def perturbed_value_and_grad(
           a if g is None else jax.tree.map(lambda x: x[0], a)
           for a, g in zip(full, group_args, strict=True)
         ]
-        out = value_and_grad_at(key_index[0], signs[0], *squeezed)
+        out = value_and_grad_at(key_index[0], signs[0], after, *squeezed)
         out = jax.tree.map(lambda x: x[None], out)
       else:
         axes = [None if g is None else 0 for g in group_args]
-        out = jax.vmap(value_and_grad_at, in_axes=(0, 0, *axes), axis_size=size)(
-          key_index, signs, *full
+        out = jax.vmap(value_and_grad_at, in_axes=(0, 0, None, *axes), axis_size=size)(
+          key_index, signs, after, *full
         )
       (value_g, aux_g), grads_g = out
       return [value_g, aux_g, grads_g]
 
     if n == 1:
-      (value, aux), grads = value_and_grad_at(0, np.float32(1.0), *args)
+      (value, aux), grads = value_and_grad_at(0, np.float32(1.0), None, *args)
       hows = _reductions(aux, aux_reduction, split_batch, n)
       aux = jax.tree.map(
         lambda how, a: jax.tree.map(lambda x: x[None] if how == "stack" else x, a),
@@ -471,14 +471,21 @@ def perturbed_value_and_grad(
       for g in range(1, num_groups):
         # The groups are written out one after another (a loop body of XLA:CPU runs
         # convolutions several times slower). A data dependency, not a barrier (XLA removes
-        # those early), keeps them in sequence: the next group's signs add a zero computed
-        # from every running sum, so one group's weights, activations and gradients are
-        # alive at a time.
-        probe = [
-          jnp.ravel(x)[0].astype(jnp.float32) for x in sums if x is not None and _is_float(x)
-        ]
-        after = jnp.float32(0.0) * jnp.where(jnp.isfinite(sum(probe)), sum(probe), 0.0)
-        after = jax.lax.stop_gradient(after)
+        # those early), keeps them in sequence: the next group's draws add zeros computed
+        # elementwise from the running gradient sums (laid out like the parameters, so no
+        # communication on any mesh; NaN and inf give zeros too), so one group's weights,
+        # activations and gradients are alive at a time (tests/test_memory.py checks it).
+        grad_sums = jax.tree.unflatten(treedef, sums)[2]
+        after = jax.tree.map(
+          lambda p, g: (
+            jnp.zeros_like(p)
+            if g is None or not _randomness.is_inexact(g)
+            else jax.lax.stop_gradient(0.0 * jnp.where(jnp.isfinite(g), g, 0.0)).astype(p.dtype)
+          ),
+          params,
+          grad_sums,
+          is_leaf=lambda x: x is None,
+        )
         out = reduce(jax.tree.leaves(group(g, at(g), after)))
         sums = [None if a is None else _merge(a, x) for a, x in zip(sums, out, strict=True)]
         kept = [

@@ -145,5 +145,5 @@ def check_argnums(name: str, value: Any) -> None:
   if value is None:
     return
   items = value if isinstance(value, list | tuple) else (value,)
-  if not items or any(isinstance(i, bool) or not isinstance(i, int | np.integer) for i in items):
+  if any(isinstance(i, bool) or not isinstance(i, int | np.integer) for i in items):
     raise ValueError(f"{name} must be None, an int or a sequence of ints, got {value!r}.")
