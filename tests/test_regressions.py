@@ -1005,9 +1005,9 @@ def test_the_validation_helpers_for_the_wrapper_options() -> None:
     _validation.check_axis_name("axis_name", good)
   for bad in (1, 2.0, True, ["i"], ("i", None)):
     _raises_naming("axis_name", lambda bad=bad: _validation.check_axis_name("axis_name", bad))
-  for good in (None, 0, -1, (0, 2), [1], np.int64(1)):
+  for good in (None, 0, -1, (0, 2), [1], np.int64(1), ()):  # (): nothing batched
     _validation.check_argnums("batch_argnums", good)
-  for bad in ("0", 1.5, True, [0, "a"], (), [True]):
+  for bad in ("0", 1.5, True, [0, "a"], [True]):
     _raises_naming("batch_argnums", lambda bad=bad: _validation.check_argnums("batch_argnums", bad))
 
 
