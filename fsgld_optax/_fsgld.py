@@ -26,39 +26,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jax import core as jax_core
 
 from fsgld_optax import _randomness, _validation
 from fsgld_optax._langevin import add_langevin_noise, check_beta
 from fsgld_optax._randomness import LangevinDistribution
 from fsgld_optax._source import perturbation_source
-
-
-def _check_array(name: str, value: Any, dtype: Any, *, allow_inf: bool) -> jax.Array:
-  """``value`` as an array of ``dtype``; concrete entries must be > 0 and fit ``dtype``."""
-  if isinstance(value, jax_core.Tracer):
-    return jnp.asarray(value, dtype)
-  if value is None or isinstance(value, bool | np.bool_ | str | bytes) or callable(value):
-    raise ValueError(f"{name} must be a positive real number or array, got {value!r}.")
-  try:
-    array = np.asarray(value)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return jnp.asarray(value, dtype)
-  except (TypeError, ValueError) as error:
-    raise ValueError(f"{name} must be a positive real number or array, got {value!r}.") from error
-  if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)):
-    raise ValueError(f"{name} must be real, got dtype {array.dtype}.")
-  values = array.astype(np.float64)
-  if np.any(np.isnan(values)) or np.any(values <= 0):
-    raise ValueError(f"{name} must be > 0 everywhere, got {value!r}.")
-  if not allow_inf and np.any(np.isinf(values)):
-    raise ValueError(f"{name} must be finite, got {value!r}.")
-  limit = float(jnp.finfo(dtype).max)
-  if np.any(np.isfinite(values) & (values > limit)):
-    raise ValueError(f"{name}={value!r} overflows {jnp.dtype(dtype).name} (largest {limit:.3g}).")
-  return jnp.asarray(array.astype(dtype))
 
 
 def _floating(tree: Any) -> Any:
@@ -151,8 +124,8 @@ def coupled_sigma(beta: Any, eta: Any) -> jax.Array:
     https://arxiv.org/abs/2510.02174
   """
   dtype = jnp.result_type(float)
-  beta = _check_array("beta", beta, dtype, allow_inf=True)
-  eta = _check_array("eta", eta, dtype, allow_inf=False)
+  beta = _validation.positive_array("beta", beta, dtype, allow_inf=True)
+  eta = _validation.positive_array("eta", eta, dtype, allow_inf=False)
   try:
     shape = jnp.broadcast_shapes(jnp.shape(beta), jnp.shape(eta))
   except ValueError as error:

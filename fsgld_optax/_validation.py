@@ -147,3 +147,28 @@ def check_argnums(name: str, value: Any) -> None:
   items = value if isinstance(value, list | tuple) else (value,)
   if any(isinstance(i, bool) or not isinstance(i, int | np.integer) for i in items):
     raise ValueError(f"{name} must be None, an int or a sequence of ints, got {value!r}.")
+
+
+def positive_array(name: str, value: Any, dtype: Any, *, allow_inf: bool) -> jax.Array:
+  """``value`` as an array of ``dtype``; concrete entries must be > 0 and fit ``dtype``."""
+  if _is_tracer(value):
+    return jnp.asarray(value, dtype)
+  if value is None or isinstance(value, bool | np.bool_ | str | bytes) or callable(value):
+    raise ValueError(f"{name} must be a positive real number or array, got {value!r}.")
+  try:
+    array = np.asarray(value)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return jnp.asarray(value, dtype)
+  except (TypeError, ValueError) as error:
+    raise ValueError(f"{name} must be a positive real number or array, got {value!r}.") from error
+  if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)):
+    raise ValueError(f"{name} must be real, got dtype {array.dtype}.")
+  values = array.astype(np.float64)
+  if np.any(np.isnan(values)) or np.any(values <= 0):
+    raise ValueError(f"{name} must be > 0 everywhere, got {value!r}.")
+  if not allow_inf and np.any(np.isinf(values)):
+    raise ValueError(f"{name} must be finite, got {value!r}.")
+  limit = float(jnp.finfo(dtype).max)
+  if np.any(np.isfinite(values) & (values > limit)):
+    raise ValueError(f"{name}={value!r} overflows {jnp.dtype(dtype).name} (largest {limit:.3g}).")
+  return jnp.asarray(array.astype(dtype))
