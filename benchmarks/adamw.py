@@ -27,7 +27,8 @@ Methods (:data:`METHODS`):
   training), L2 weight decay 5e-4, β with the coupled σ = β^{-(1+η)/4}, η = 0.1; for fSGHMC
   λ is the effective step λ/(1 − m).
 
-Protocol (``python -m benchmarks.adamw``; ``--quick`` for a smoke run):
+Protocol (``python -m benchmarks.adamw``; ``--quick`` for a smoke run; ``--check`` reruns
+the first epochs of seed 0 of every selected cell against the committed results):
 
 1. **Paired seeds** (:func:`benchmarks.noisy_labels.seed_keys`): a seed fixes the label
    noise, the train/validation split, the initialisation and the batch order for every
@@ -88,6 +89,7 @@ __all__ = [
   "Config",
   "Method",
   "build_optimizer",
+  "check",
   "main",
   "markdown",
   "run",
@@ -162,6 +164,8 @@ COMPARISONS = (
   ("fsghmc", "adamw"),
   ("fsghmc", "rwp_adamw_filter"),
 )
+#: Epochs rerun by ``--check``.
+CHECK_EPOCHS = 2
 SELECTION_RULE = (
   "for each method, the cell (λ and its own parameter) with the highest mean over the seeds "
   "of the final accuracy on the validation split against its noisy labels; ties go to the "
@@ -381,9 +385,19 @@ class Trainer:
     return steps if cap is None else min(steps, cap)
 
   def fit(
-    self, method: str, hparams: dict[str, float], seed: int, bar: Any = None
+    self,
+    method: str,
+    hparams: dict[str, float],
+    seed: int,
+    bar: Any = None,
+    *,
+    stop_after: int | None = None,
   ) -> dict[str, Any]:
-    """One run: per-epoch test accuracy and loss, final validation/train accuracies, trace."""
+    """One run: per-epoch test accuracy and loss, final validation/train accuracies, trace.
+
+    With ``stop_after`` (``--check``) the run follows the same schedule but stops after that
+    many epochs and returns only the per-epoch ``test_acc`` and ``train_loss_curve``.
+    """
     start = time.perf_counter()
     config, ds, keys = self.config, self.dataset(seed), seed_keys(seed)
     steps_per_epoch = self.steps_per_epoch()
@@ -398,7 +412,7 @@ class Trainer:
     optimizer = build_optimizer(method, hparams, total, keys["optimizer"])
     state = init_state(self.model, optimizer, ds.x_train, keys["init"])
     test_acc, losses = [], []
-    for epoch in range(config.epochs):
+    for epoch in range(config.epochs if stop_after is None else stop_after):
       loss_sum = jnp.zeros(())
       batches = data.iterate_batches(
         keys["order"], ds.x_train, ds.y_train, config.batch_size, epoch=epoch
@@ -410,6 +424,8 @@ class Trainer:
       test_acc.append(accuracy(self.predict, state, ds.x_test, ds.y_test))
       if bar is not None:
         bar.update(steps_per_epoch)
+    if stop_after is not None:
+      return {"seed": seed, "test_acc": test_acc, "train_loss_curve": losses}
     assert ds.x_val is not None and ds.y_val is not None
     m = config.flatness_examples
     trace = self.trace(
@@ -513,6 +529,52 @@ def run(config: Config, *, progress: bool = True) -> dict[str, Any]:
   }
 
 
+def config_from_json(values: dict[str, Any]) -> Config:
+  """The :class:`Config` recorded in a results file (``dataclasses.asdict`` of one)."""
+  kwargs = dict(values)
+  for key in ("lrs", "grids"):
+    if kwargs.get(key) is not None:
+      kwargs[key] = tuple((m, tuple(v)) for m, v in kwargs[key])
+  return _report.config_from_json(Config, kwargs)
+
+
+def check(
+  recorded: dict[str, Any], *, quick: bool = False, progress: bool = True
+) -> list[_report.Check]:
+  """Reruns the first epochs of seed ``seeds[0]`` of every method's selected cell.
+
+  The same schedule as the recorded run, so the same trajectory: the mean training loss and
+  the clean test accuracy after each of the first :data:`CHECK_EPOCHS` epochs (``quick``:
+  AdamW, RWP-AdamW and fSGLD, one epoch) are compared with the recorded ones.
+  """
+  config = config_from_json(recorded["config"])
+  trainer, seed = Trainer(config), config.seeds[0]
+  methods = [m for m in config.methods if not quick or m in ("adamw", "rwp_adamw", "fsgld")]
+  epochs = 1 if quick else min(CHECK_EPOCHS, config.epochs)
+  span = "epoch 1" if epochs == 1 else f"epochs 1–{epochs}"
+  checks = []
+  for method in tqdm(methods, desc="check", disable=not progress):
+    cell = recorded["cells"][method][recorded["selected"][method]]
+    run_record = next(r for r in cell["runs"] if r["seed"] == seed)
+    result = trainer.fit(method, cell["hparams"], seed, stop_after=epochs)
+    name = f"{LABELS[method]} ({describe(method, cell['hparams'])}), seed {seed}"
+    checks += [
+      _report.Check(
+        f"{name}: train loss, {span}",
+        run_record["train_loss_curve"][:epochs],
+        result["train_loss_curve"],
+        rtol=_report.TRAINING_LOSS_RTOL,
+      ),
+      _report.Check(
+        f"{name}: test accuracy, {span}",
+        run_record["test_acc"][:epochs],
+        result["test_acc"],
+        atol=_report.TRAINING_ACC_ATOL,
+      ),
+    ]
+  return checks
+
+
 def _pm(stat: dict[str, float], scale: float = 100.0, digits: int = 1) -> str:
   return f"{scale * stat['mean']:.{digits}f} ± {scale * stat['std']:.{digits}f}"
 
@@ -612,7 +674,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """``python -m benchmarks.adamw [--quick] [--out DIR] [--no-progress]``."""
+  """``python -m benchmarks.adamw [--quick] [--check] [--out DIR] [--no-progress]``."""
   return _report.main(argv, sys.modules[__name__])
 
 
