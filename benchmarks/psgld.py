@@ -25,7 +25,8 @@ What is measured (``python -m benchmarks.psgld``; ``--quick`` for a smoke run):
   :func:`fsgld_optax.bayes.effective_sample_size` (bulk, over all chains), divided by the
   number of gradients the kept part of the chains took.
 
-Writes ``psgld.json`` and ``psgld.md`` to the output folder.
+Writes ``psgld.json`` and ``psgld.md`` to the output folder. ``--check`` reruns the bias
+sweep with new chains and compares the ratios statistically (:func:`check`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from tqdm.auto import tqdm
 import fsgld_optax
 from benchmarks import _report
 
-__all__ = ["QUICK", "Config", "main", "run"]
+__all__ = ["QUICK", "Config", "check", "main", "run"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +224,48 @@ def run(config: Config, *, progress: bool = True) -> dict[str, Any]:
   }
 
 
+#: ``--check``: independent chains per decay (``--quick``: a fifth), other draws.
+CHECK_CHAINS = 500
+#: ``--check``: allowed difference of a variance ratio, in standard errors of the difference.
+CHECK_STANDARD_ERRORS = 4.0
+
+
+def check(
+  recorded: dict[str, Any], *, quick: bool = False, progress: bool = True
+) -> list[_report.Check]:
+  """Reruns the bias sweep with new, fewer chains; a statistical comparison of the ratios.
+
+  Every decay of the recorded sweep (``quick``: the last) runs :data:`CHECK_CHAINS` new chains
+  (``quick``: a fifth) from another seed; each variance ratio must agree with the recorded
+  one within :data:`CHECK_STANDARD_ERRORS` standard errors of their difference, on any
+  machine (never bitwise: other draws).
+  """
+  config = _report.config_from_json(Config, recorded["config"])
+  chains = CHECK_CHAINS // 5 if quick else CHECK_CHAINS
+  reduced = dataclasses.replace(config, num_chains=min(chains, config.num_chains))
+  g = adapted_preconditioner(config)
+  expected = frozen_variance(config, config.learning_rate * g)
+  entries = recorded["sweep"][-1:] if quick else recorded["sweep"]
+  checks = []
+  for i, entry in enumerate(tqdm(entries, desc="check", disable=not progress)):
+    make = lambda key, decay=entry["decay"]: fsgld_optax.psgld(
+      config.learning_rate, config.beta, decay=decay, eps=config.eps, key=key
+    )
+    ratio, stderr = variance_ratio(run_chains(reduced, make, config.seed + 1000 + i), expected)
+    for axis, name in enumerate(("stiff", "soft")):
+      error = math.hypot(stderr[axis], entry["stderr"][axis])
+      checks.append(
+        _report.Check(
+          f"decay {entry['decay']:g}, {name} axis: variance / exact ({reduced.num_chains} chains)",
+          entry["ratio"][axis],
+          ratio[axis],
+          atol=CHECK_STANDARD_ERRORS * error,
+          statistical=True,
+        )
+      )
+  return checks
+
+
 def markdown(results: dict[str, Any]) -> str:
   """The report: the bias sweep and the ESS comparison."""
   c = results["config"]
@@ -273,7 +316,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """``python -m benchmarks.psgld [--quick] [--out DIR] [--no-progress]``."""
+  """``python -m benchmarks.psgld [--quick] [--check] [--out DIR] [--no-progress]``."""
   return _report.main(argv, sys.modules[__name__])
 
 

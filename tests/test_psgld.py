@@ -13,6 +13,7 @@ under ``inject_hyperparams``, ``MultiSteps``, ``apply_if_finite`` and ``masked``
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 from typing import Any
 
@@ -159,6 +160,21 @@ def test_recovers_the_variances_of_an_ill_conditioned_gaussian_at_decay_near_one
   allowance = (1 - decay) / (lr * g * a)
   for i in range(2):
     assert abs(ratio[i] - 1) < allowance[i] + 4 * stderr[i], (i, ratio, stderr)
+
+
+def test_benchmark_check_compares_the_sweep_statistically(tmp_path):
+  tiny = dataclasses.replace(
+    psgld_benchmark.QUICK, decays=(0.9999,), num_chains=100, burn_in=100, num_samples=50
+  )
+  results = psgld_benchmark.run(tiny, progress=False)
+  results["provenance"] = {}
+  (tmp_path / "psgld.json").write_text(json.dumps(results))
+  check = psgld_benchmark.main(["--check", "--quick", "--no-progress", "--out", str(tmp_path)])
+  assert check["check"]["passed"]
+  results["sweep"][0]["ratio"][0] += 1.0  # far outside the Monte-Carlo error
+  (tmp_path / "psgld.json").write_text(json.dumps(results))
+  with pytest.raises(SystemExit):
+    psgld_benchmark.main(["--check", "--quick", "--no-progress", "--out", str(tmp_path)])
 
 
 # --- both stateful members in optax wrappers and Flax -----------------------------------------
