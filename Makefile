@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pyright --pythonpath $(BIN)/python
 	$(MAKE) --no-print-directory docs
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --nbmake
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal --durations=25 --nbmake
 
 # The documentation (HTML in docs/_build/html), rebuilt from scratch; any warning fails it.
 docs: $(STAMP)
