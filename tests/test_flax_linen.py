@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _options import BAD_WRAPPER_OPTIONS
 from flax.training import dynamic_scale as dynamic_scale_lib
 from flax.training import train_state
 from jax.sharding import Mesh, PartitionSpec
@@ -365,23 +366,7 @@ def test_split_batch_errors() -> None:
     fsgld_optax.flax.linen_train_step(closed, n_perturbations=2, split_batch=True)(state)
 
 
-@pytest.mark.parametrize(
-  ("name", "value"),
-  [
-    ("has_aux", "yes"),
-    ("split_batch", 1),
-    ("antithetic", None),
-    ("per_device_perturbations", 0),
-    ("axis_name", 3),
-    ("axis_name", ()),
-    ("batch_argnums", "0"),
-    ("batch_argnums", 1.0),
-    ("batch_argnums", (0, True)),
-    ("aux_reduction", "sum"),
-    ("n_perturbations", 0),
-    ("perturbation_batch_size", 3),
-  ],
-)
+@pytest.mark.parametrize(("name", "value"), BAD_WRAPPER_OPTIONS)
 def test_options_are_checked_when_the_step_is_built(name: str, value: Any) -> None:
   with pytest.raises((TypeError, ValueError), match=name):
     fsgld_optax.flax.linen_train_step(loss_fn, **{name: value})

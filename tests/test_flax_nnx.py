@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _options import BAD_WRAPPER_OPTIONS
 from flax import nnx
 
 import fsgld_optax
@@ -503,23 +504,7 @@ def test_wrt_other_than_the_optimizers_is_named() -> None:
   assert set(nnx.to_pure_dict(grads)) == {"lora"}
 
 
-@pytest.mark.parametrize(
-  ("name", "value"),
-  [
-    ("has_aux", "yes"),
-    ("split_batch", 1),
-    ("antithetic", None),
-    ("per_device_perturbations", 0),
-    ("axis_name", 3),
-    ("axis_name", ()),
-    ("batch_argnums", "0"),
-    ("batch_argnums", 1.0),
-    ("batch_argnums", (0, True)),
-    ("aux_reduction", "sum"),
-    ("n_perturbations", 0),
-    ("perturbation_batch_size", 3),
-  ],
-)
+@pytest.mark.parametrize(("name", "value"), BAD_WRAPPER_OPTIONS)
 def test_options_are_checked_when_the_step_is_built(name: str, value: Any) -> None:
   with pytest.raises((TypeError, ValueError), match=name):
     fsgld_optax.flax.nnx_value_and_grad(loss_fn, **{name: value})
